@@ -1,0 +1,91 @@
+"""`facecls <command> [hydra overrides]` — dispatch to the command's @hydra.main.
+
+Every command is a Hydra app with its own primary config in ``conf/<command>.yaml``, so
+``--help``, ``--cfg job``, ``-m`` and shell completion behave as Hydra users expect.
+Heavy modules (torch, matplotlib) are imported by the command, never here, so a typo is
+reported quickly.
+"""
+from __future__ import annotations
+
+import importlib
+import secrets
+import sys
+from pathlib import Path
+
+# command -> (module with a `main(cfg)` task function, primary config name)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("facecls.train", "train"),
+    "eval": ("facecls.evaluate", "eval"),
+    "make-data": ("facecls.make_data", "make_data"),
+}
+
+USAGE = """usage: facecls <command> [overrides] [hydra options]
+
+commands:
+  train       train a model (default: ConvNet on the built-in synthetic faces)
+  eval        score a checkpoint on val and test: facecls eval ckpt=PATH
+  make-data   write a dataset to disk: facecls make-data synthetic out=DIR
+
+`facecls <command> --help` lists its config groups and options."""
+
+
+def config_dir() -> str:
+    """The conf/ directory: inside the installed package (wheel) or at the repo top level."""
+    packaged = Path(__file__).with_name("conf")
+    if packaged.is_dir():
+        return str(packaged)
+    checkout = Path(__file__).resolve().parents[2] / "conf"
+    if checkout.is_dir():
+        return str(checkout)
+    raise RuntimeError("facecls configs not found: reinstall the package (pip install -e .)")
+
+
+_RUN_ID = secrets.token_hex(3)
+
+
+def register_resolvers() -> None:
+    """OmegaConf resolvers the configs use. Safe to call more than once."""
+    from omegaconf import OmegaConf
+
+    # A short random id per process, so two runs started in the same second never share a
+    # run dir. use_cache keeps it identical wherever the config resolves it again (Hydra
+    # copies the cache into each multirun job's config).
+    if not OmegaConf.has_resolver("uid"):
+        OmegaConf.register_new_resolver("uid", lambda: _RUN_ID, use_cache=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        from facecls.errors import exit_with
+
+        exit_with(f"unknown command '{command}' — choose one of: {', '.join(COMMANDS)}.")
+    module_name, config_name = COMMANDS[command]
+    if command == "make-data" and rest and "=" not in rest[0] and not rest[0].startswith("-"):
+        rest[0] = f"kind={rest[0]}"  # `facecls make-data synthetic out=…`
+
+    from facecls.overrides import check_overrides
+
+    check_overrides(config_dir(), config_name, rest)
+    register_resolvers()
+
+    import hydra
+
+    task = importlib.import_module(module_name).main
+    app = hydra.main(config_path=config_dir(), config_name=config_name, version_base="1.3")(task)
+    sys.argv = [f"facecls {command}", *rest]
+    app()
+
+    from facecls.errors import failed_jobs
+
+    if failed_jobs:
+        sys.stderr.write(f"facecls: {len(failed_jobs)} job(s) failed; see the lines above.\n")
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

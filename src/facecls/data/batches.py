@@ -1,0 +1,66 @@
+"""Turn slices of the in-memory split into model input on the device.
+
+Batches are index slices of a uint8 tensor; conversion to float, augmentation and
+normalisation happen per batch on the device (GPU when there is one).
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from facecls.data.decode import Preprocess
+
+
+def iterate_batches(split, batch_size: int, shuffle: bool = False,
+                    generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (inputs, labels) slices; a seeded ``generator`` fixes the shuffled order."""
+    n = len(split)
+    order = torch.randperm(n, generator=generator) if shuffle else None
+    for start in range(0, n, batch_size):
+        if order is None:
+            yield split.inputs[start:start + batch_size], split.labels[start:start + batch_size]
+        else:
+            index = order[start:start + batch_size]
+            yield split.inputs[index], split.labels[index]
+
+
+class BatchPreparer:
+    """uint8 images → normalised float model input on ``device``.
+
+    ``augment`` (a torchvision.transforms.v2 transform) is applied to each image on its own
+    so every image gets its own random parameters (v2 on a whole batch would draw one set
+    of parameters for all of them). Float inputs (cached features) pass through unchanged.
+    """
+
+    def __init__(self, prep: Preprocess, device: torch.device, augment=None, channels_last: bool = False):
+        self.device = device
+        self.augment = augment
+        self.channels_last = channels_last
+        mean = torch.tensor(prep.mean, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(prep.std, device=device).view(1, 3, 1, 1)
+        # (x/255 - mean)/std folded into one multiply-add
+        self.scale = 1.0 / (255.0 * std)
+        self.shift = mean / std
+
+    def __call__(self, x: torch.Tensor, train: bool = False) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if x.dtype != torch.uint8:
+            return x
+        if train and self.augment is not None:
+            x = torch.stack([self.augment(image) for image in x])
+        x = x.float().mul_(self.scale).sub_(self.shift)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
+def build_transform(transforms_cfg):
+    """A list of `_target_` configs (torchvision.transforms.v2 classes) → one v2.Compose.
+    An empty/absent list → None (nothing to apply)."""
+    if not transforms_cfg:
+        return None
+    from hydra.utils import instantiate
+    from torchvision.transforms import v2
+
+    return v2.Compose([instantiate(t) for t in transforms_cfg])

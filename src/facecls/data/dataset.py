@@ -1,0 +1,98 @@
+"""Build the in-memory train/val/test tensors for a run from the `data` config."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from facecls.data.decode import Preprocess, decode_images
+from facecls.data.sources import SPLITS, ImageList
+from facecls.data.split import assign_splits
+from facecls.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Split:
+    """One split held in memory: ``inputs`` are uint8 images N×3×H×W (or, for a frozen
+    backbone, its cached float features), ``labels`` int64 class indices."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    files: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class DataBundle:
+    train: Split
+    val: Split
+    test: Split
+    classes: list[str]
+    root: Path
+    preprocess: Preprocess
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def split(self, name: str) -> Split:
+        return getattr(self, name)
+
+
+def load_image_list(data_cfg: DictConfig) -> ImageList:
+    """Instantiate the configured source (``data.source._target_``)."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(data_cfg.source)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, UserError):
+            raise err.__cause__ from None
+        raise
+
+
+def build_data(data_cfg: DictConfig, prep: Preprocess, cache_dir: str | Path | None,
+               progress: bool | None = None) -> DataBundle:
+    """Scan, split and decode the dataset once; return the three splits in memory."""
+    images = load_image_list(data_cfg)
+    if images.fixed_splits is not None:
+        splits = images.fixed_splits
+        log.info("Using the train/val/test folders under %s", images.root)
+    else:
+        s = data_cfg.split
+        splits = assign_splits(images.files, s.train, s.val, s.test, seed=s.seed)
+    use_cache = cache_dir is not None and data_cfg.get("cache", True)
+    pixels, keep, skipped = decode_images(images.root, images.files, prep,
+                                          Path(cache_dir) if use_cache else None, progress)
+    if skipped:
+        shown = "; ".join(f"{f} ({why})" for f, why in list(skipped.items())[:10])
+        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        log.warning("Skipped %d unreadable file(s): %s%s", len(skipped), shown, more)
+    kept = [i for i, k in enumerate(keep.tolist()) if k]
+    if not kept:
+        raise UserError(f"no readable images under '{images.root}' — put JPEG/PNG files in "
+                        "one folder per class (all files failed to decode).")
+    labels = torch.tensor([images.labels[i] for i in kept], dtype=torch.int64)
+    kept_splits = [splits[i] for i in kept]
+    kept_files = [images.files[i] for i in kept]
+    parts = {}
+    for name in SPLITS:
+        rows = [j for j, s in enumerate(kept_splits) if s == name]
+        if not rows:
+            raise UserError(f"the {name} split of '{images.root}' is empty ({len(kept)} images in "
+                            "all) — add images or change the data.split ratios.")
+        index = torch.tensor(rows)
+        parts[name] = Split(pixels[index], labels[index], [kept_files[j] for j in rows])
+    missing = [c for i, c in enumerate(images.classes) if not (parts["train"].labels == i).any()]
+    if missing:
+        log.warning("Class(es) with no training image: %s — add images to them.", ", ".join(missing))
+    log.info("Data: %d classes, %d train / %d val / %d test images at %d×%d from %s",
+             len(images.classes), len(parts["train"]), len(parts["val"]), len(parts["test"]),
+             prep.size, prep.size, images.root)
+    return DataBundle(**parts, classes=images.classes, root=images.root, preprocess=prep,
+                      skipped=skipped)

@@ -1,0 +1,128 @@
+"""Decode every image once into a uint8 tensor (N×3×H×W), with an on-disk cache.
+
+Epochs then slice batches out of this tensor: no per-sample decoding or PIL work inside the
+training loop. The disk cache is keyed by the file list, sizes, mtimes and the resize, so
+an edited or added image invalidates it automatically.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile
+from torchvision.transforms.v2 import functional as TF
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+# A truncated JPEG must be reported as broken, not silently padded with grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Huge images are decoded (draft mode keeps it cheap); only absurd ones are refused.
+Image.MAX_IMAGE_PIXELS = 20_000 * 20_000
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes model input: resize (and crop) to ``size`` then normalise.
+
+    ``resize=None`` squashes the whole image to size×size; an int resizes the shorter side
+    to ``resize`` and centre-crops size×size (torchvision's ImageNet-style preprocessing).
+    """
+
+    size: int
+    resize: int | None = None
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode (L, LA, P, RGBA, CMYK, I;16, F, …) to 8-bit RGB; transparency over white."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        high = array.max() or 1.0
+        image = Image.fromarray((array * (255.0 / high)).clip(0, 255).astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(path: str | os.PathLike, prep: Preprocess) -> torch.Tensor:
+    """Decode one file to a uint8 tensor 3×size×size. Raises on unreadable files."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PIL's palette/EXIF chatter is not the user's problem
+        with Image.open(path) as image:
+            target = prep.resize or prep.size
+            image.draft("RGB", (target, target))  # JPEG: decode big photos at reduced scale
+            image = to_rgb(image)
+    if prep.resize is None:
+        image = TF.resize(image, [prep.size, prep.size], antialias=True)
+    else:
+        image = TF.center_crop(TF.resize(image, prep.resize, antialias=True), [prep.size, prep.size])
+    return TF.pil_to_tensor(image)
+
+
+def cache_key(root: Path, files: list[str], prep: Preprocess) -> str:
+    """Identity of the decoded tensor: every file's path, size and mtime, plus the resize."""
+    h = hashlib.sha256(json.dumps([CACHE_VERSION, str(root.resolve()), prep.size, prep.resize]).encode())
+    for f in files:
+        try:
+            st = (root / f).stat()
+            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{f}\0missing\n".encode())
+    return h.hexdigest()[:24]
+
+
+def _decode_all(root: Path, files: list[str], prep: Preprocess, progress: bool | None):
+    images = torch.zeros((len(files), 3, prep.size, prep.size), dtype=torch.uint8)
+    skipped: dict[str, str] = {}
+
+    def work(i: int) -> None:
+        try:
+            images[i] = load_image(root / files[i], prep)
+        except Exception as err:  # any unreadable file is skipped and reported, never fatal
+            skipped[files[i]] = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+
+    # PIL releases the GIL while decoding and resizing, so threads use every core.
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        list(tqdm(pool.map(work, range(len(files))), total=len(files), desc="decoding images",
+                  unit="img", disable=None if progress is None else not progress, leave=False))
+    keep = torch.tensor([f not in skipped for f in files], dtype=torch.bool)
+    return images, keep, skipped
+
+
+def decode_images(root: Path, files: list[str], prep: Preprocess, cache_dir: Path | None,
+                  progress: bool | None = None):
+    """Return (uint8 images N×3×S×S of the readable files, keep mask over ``files``,
+    {skipped file: reason}). Re-uses ``cache_dir/tensors/<key>.pt`` when present."""
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / "tensors" / f"{cache_key(root, files, prep)}.pt"
+        if path.is_file():
+            try:
+                saved = torch.load(path, weights_only=True)
+                log.info("Loaded %d decoded images from cache %s", int(saved["keep"].sum()), path)
+                return saved["images"], saved["keep"], dict(saved["skipped"])
+            except Exception as err:  # a damaged cache is rebuilt, not trusted
+                log.warning("Ignoring unreadable tensor cache %s (%s)", path, err)
+    images, keep, skipped = _decode_all(root, files, prep, progress)
+    images = images[keep].contiguous()
+    if path is not None:
+        from facecls.io import atomic_torch_save
+
+        try:
+            atomic_torch_save({"images": images, "keep": keep, "skipped": skipped}, path)
+        except OSError as err:
+            log.warning("Could not write the tensor cache %s (%s); continuing without it", path, err)
+    return images, keep, skipped

@@ -1,0 +1,212 @@
+"""THE train/eval loop. Every model trains here.
+
+Model-specific needs are data this loop reads, never branches on a model name: the optimizer
+carries the param groups (frozen backbone = parameters left out, backbone LR = a group with
+its own lr), a frozen backbone's cached features are simply the inputs of the data splits,
+and the model's own ``train()`` keeps frozen parts in eval mode.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from facecls.data.batches import iterate_batches
+from facecls.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
+
+
+class EarlyStopping:
+    """Track the monitored validation score; stop after ``patience`` epochs without an
+    improvement larger than ``min_delta``. ``patience=None`` never stops (it only tracks
+    the best epoch, which picks best.pt)."""
+
+    def __init__(self, monitor: str = "val_acc", patience: int | None = None, min_delta: float = 0.0):
+        if monitor not in ("val_acc", "val_loss"):
+            from facecls.errors import UserError
+
+            raise UserError(f"unknown monitor '{monitor}' — use val_acc or val_loss.")
+        self.monitor, self.patience, self.min_delta = monitor, patience, float(min_delta)
+        self.sign = 1.0 if monitor == "val_acc" else -1.0  # higher val_acc / lower val_loss is better
+        self.best: float | None = None
+        self.best_epoch = 0
+        self.bad_epochs = 0
+
+    def step(self, epoch: int, score: float) -> bool:
+        """Record one epoch's score; return True when it is a new best."""
+        if self.best is None or self.sign * (score - self.best) > self.min_delta:
+            self.best, self.best_epoch, self.bad_epochs = score, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
+
+
+@dataclass
+class LoopSettings:
+    device: torch.device
+    max_epochs: int
+    batch_size: int
+    eval_batch_size: int = 256
+    amp: bool = False
+    grad_clip: float | None = None
+    label_smoothing: float = 0.0
+    progress: bool | None = None  # None: bars only on a terminal
+    seed: int = 0
+
+
+@dataclass
+class FitResult:
+    history: list[dict] = field(default_factory=list)
+    stop_reason: str = "max_epochs"
+    best_epoch: int = 0
+    train_seconds: float = 0.0
+    images_seen: int = 0
+
+
+def autocast(settings: LoopSettings):
+    if not settings.amp:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16
+    if settings.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        dtype = torch.float16
+    return torch.autocast(settings.device.type, dtype=dtype)
+
+
+@torch.inference_mode()
+def evaluate(net: nn.Module, split, prepare: Callable, settings: LoopSettings,
+             return_predictions: bool = False):
+    """Mean loss and accuracy over a split (and optionally every prediction and its probability)."""
+    was_training = net.training
+    net.eval()
+    total_loss, correct, preds, probs = 0.0, 0, [], []
+    for x, y in iterate_batches(split, settings.eval_batch_size):
+        y = y.to(settings.device, non_blocking=True)
+        with autocast(settings):
+            logits = net(prepare(x, train=False))
+        logits = logits.float()
+        total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        p, pred = logits.softmax(1).max(1)
+        correct += (pred == y).sum().item()
+        if return_predictions:
+            preds.append(pred.cpu())
+            probs.append(p.cpu())
+    net.train(was_training)
+    n = max(len(split), 1)
+    result = {"loss": total_loss / n, "acc": correct / n}
+    if return_predictions:
+        result["predictions"] = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+        result["confidence"] = torch.cat(probs) if probs else torch.empty(0)
+    return result
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: row[k] for k in HISTORY_COLUMNS})  # full precision: metrics.json must match
+    atomic_write_text(path, buffer.getvalue())
+
+
+def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimizer, scheduler,
+        stopper: EarlyStopping, settings: LoopSettings, run_dir: Path,
+        save: Callable[[str, int, FitResult], None], start_epoch: int = 1) -> FitResult:
+    """Train ``net`` on ``data.train`` for up to ``settings.max_epochs`` epochs.
+
+    Each epoch: shuffled batches → forward → cross-entropy → backward → step; then the
+    validation score, the scheduler step, one history row, ``save('last', …)`` and, on a
+    new best, ``save('best', …)``. Stops early when ``stopper`` says so, or when the loss
+    stops being a finite number (stop_reason 'diverged').
+    """
+    result = FitResult(best_epoch=stopper.best_epoch)
+    criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+    scaler = torch.amp.GradScaler(enabled=settings.amp and settings.device.type == "cuda"
+                                  and not torch.cuda.is_bf16_supported())
+    order = torch.Generator().manual_seed(settings.seed)  # the batch order, reproducible from the seed
+    width = len(str(settings.max_epochs))
+    epochs = tqdm(range(start_epoch, settings.max_epochs + 1), desc="epochs", unit="ep",
+                  disable=None if settings.progress is None else not settings.progress,
+                  initial=start_epoch - 1, total=settings.max_epochs)
+    net.train()
+    started = time.perf_counter()
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        seen, loss_sum, correct = 0, 0.0, 0
+        batches = tqdm(iterate_batches(data.train, settings.batch_size, shuffle=True, generator=order),
+                       total=math.ceil(len(data.train) / settings.batch_size), desc=f"epoch {epoch}",
+                       leave=False, unit="batch", disable=epochs.disable)
+        for x, y in batches:
+            x, y = prepare(x, train=True), y.to(settings.device, non_blocking=True)
+            with autocast(settings):
+                logits = net(x)
+                loss = criterion(logits.float(), y)
+            if not torch.isfinite(loss):
+                result.stop_reason = "diverged"
+                break
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if settings.grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            n = len(y)
+            seen += n
+            loss_sum += loss.item() * n
+            correct += (logits.argmax(1) == y).sum().item()
+        result.images_seen += seen
+        if result.stop_reason == "diverged":
+            log.error("epoch %d: the training loss is not a finite number — the run diverged; "
+                      "try a lower optim.lr (now %g) or trainer.grad_clip=1.0.", epoch,
+                      optimizer.param_groups[0]["lr"])
+            break
+        val = evaluate(net, data.val, prepare, settings)
+        lr = optimizer.param_groups[0]["lr"]
+        if scheduler is not None:
+            scheduler.step()
+        row = {"epoch": epoch, "lr": float(lr), "train_loss": loss_sum / seen, "train_acc": correct / seen,
+               "val_loss": val["loss"], "val_acc": val["acc"], "seconds": time.perf_counter() - t0}
+        result.history.append(row)
+        improved = stopper.step(epoch, row[stopper.monitor])
+        result.best_epoch = stopper.best_epoch
+        write_history(run_dir / "history.csv", result.history)
+        if improved:
+            save("best", epoch, result)
+        save("last", epoch, result)
+        note = "new best" if improved else "not a better score" + (
+            f" ({stopper.bad_epochs}/{stopper.patience})" if stopper.patience is not None else "")
+        log.info("epoch %*d/%d train_loss %.4f train_acc %.4f val_loss %.4f val_acc %.4f lr %.2e — %s",
+                 width, epoch, settings.max_epochs, row["train_loss"], row["train_acc"], row["val_loss"],
+                 row["val_acc"], lr, note)
+        epochs.set_postfix(val_acc=f"{val['acc']:.3f}", best=stopper.best_epoch)
+        if stopper.should_stop:
+            result.stop_reason = "early_stopping"
+            log.info("Early stopping: no %s improvement for %d epochs (best epoch %d).",
+                     stopper.monitor, stopper.patience, stopper.best_epoch)
+            break
+    epochs.close()
+    result.train_seconds = time.perf_counter() - started
+    return result

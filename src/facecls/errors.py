@@ -1,0 +1,87 @@
+"""User-facing errors: one clear line naming the cause and the fix, never a traceback.
+
+Code raises :class:`UserError` for anything the *user* can fix (a bad path, a bad value,
+missing weights). Bugs stay ordinary exceptions and keep their tracebacks.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+# Jobs of the current process that ended with a UserError. A multirun keeps going after a
+# failed job (one bad configuration must not kill a sweep); the CLI exits non-zero at the end.
+failed_jobs: list[str] = []
+
+
+class UserError(Exception):
+    """A mistake the user can fix. The message is one line: cause, then the fix."""
+
+
+def one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:  # pragma: no cover - hydra internals changed; be conservative
+        return False
+
+
+def as_user_error(err: Exception) -> UserError | None:
+    """Config mistakes that surface as OmegaConf/Hydra errors, rephrased as one line."""
+    from hydra.errors import InstantiationException
+    from omegaconf.errors import MissingMandatoryValue
+
+    if isinstance(err, InstantiationException) and isinstance(err.__cause__, (UserError, MissingMandatoryValue)):
+        err = err.__cause__
+    if isinstance(err, UserError):
+        return err
+    if isinstance(err, MissingMandatoryValue):
+        key = getattr(err, "full_key", "") or "a required value"
+        if key == "data.source.root":
+            key = "data.root"
+        return UserError(f"{key} is not set — give it on the command line, e.g. {key}=/path/to/faces"
+                         if key == "data.root" else f"{key} is not set — give it on the command line: {key}=…")
+    return None
+
+
+def exit_with(message: str, code: int = 2) -> None:
+    """Print ``facecls: error: <message>`` on stderr and exit."""
+    sys.stderr.write(f"facecls: error: {one_line(message)}\n")
+    sys.stderr.flush()
+    raise SystemExit(code)
+
+
+def reports_user_errors(task: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a Hydra task function so a UserError becomes one line on stderr.
+
+    In a single run the process exits with status 2. In a multirun the error is logged
+    (so it lands in the job's log file too), the job is recorded as failed and the sweep
+    goes on with the next job.
+    """
+
+    @functools.wraps(task)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            try:
+                return task(*args, **kwargs)
+            except Exception as err:
+                raise as_user_error(err) or err
+        except UserError as err:
+            if in_multirun():
+                log.error("facecls: error: %s", one_line(str(err)))
+                failed_jobs.append(one_line(str(err)))
+                return None
+            exit_with(str(err))
+        except KeyboardInterrupt:
+            exit_with("interrupted by the user (Ctrl-C).", code=130)
+
+    return wrapper

@@ -1,0 +1,32 @@
+"""`facecls make-data synthetic out=DIR`: write a dataset to disk as image files."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from facecls.errors import UserError, reports_user_errors
+
+log = logging.getLogger(__name__)
+
+
+@reports_user_errors
+def main(cfg: DictConfig) -> None:
+    if cfg.kind != "synthetic":
+        raise UserError(f"unknown dataset kind '{cfg.kind}' — use: facecls make-data synthetic out=DIR.")
+    from facecls.data.synthetic import write_dataset
+
+    out = Path(cfg.out).expanduser()
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"'{out}' already exists and is not empty — choose a new out=DIR or remove it.")
+    try:
+        write_dataset(out, num_classes=cfg.num_classes, images_per_class=cfg.images_per_class,
+                      image_size=cfg.image_size, seed=cfg.seed)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    except PermissionError:
+        raise UserError(f"cannot write to '{out}' (permission denied) — choose a writable out=DIR.") from None
+    n = sum(1 for _ in out.rglob("*.jpg"))
+    log.info("Wrote %d synthetic face images (%d classes) to %s — train on them with: "
+             "facecls train data=imagefolder data.root=%s", n, cfg.num_classes, out, out)

@@ -1,0 +1,33 @@
+"""The report's MLP (section 2.1): flatten → hidden layers with ReLU → classes."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from facecls.models import check_dropout
+
+
+class MLP(nn.Module):
+    def __init__(self, num_classes: int, input_size: int = 28, hidden: Sequence[int] = (300,),
+                 dropout: float = 0.0, in_channels: int = 3):
+        super().__init__()
+        p = check_dropout(dropout)
+        self.input_shape = (in_channels, input_size, input_size)  # weight images reshape to this
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_channels * input_size * input_size
+        for h in hidden:
+            layers += [nn.Linear(width, int(h)), nn.ReLU(inplace=True)]
+            if p > 0:
+                layers.append(nn.Dropout(p))
+            width = int(h)
+        layers.append(nn.Linear(width, num_classes))
+        self.layers = nn.Sequential(*layers)
+        for m in self.layers:
+            if isinstance(m, nn.Linear):  # the report: Kaiming-uniform weights
+                nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)

@@ -1,0 +1,96 @@
+"""Check command-line overrides before Hydra composes, so a mistyped group choice is one
+clear line that lists the allowed values (Hydra's own message spans a screen)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from facecls.errors import exit_with
+
+# Groups whose empty choice is spelled `null` (`experiment=null`).
+OPTIONAL_GROUPS = {"experiment", "debug", "hparams_search"}
+
+
+def available_choices(conf_dir: str, group: str) -> list[str]:
+    folder = Path(conf_dir) / group
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def _values(override) -> list:
+    if override.is_sweep_override():
+        return list(override.sweep_iterator())
+    value = override.value()
+    return value if isinstance(value, list) else [value]
+
+
+def check_overrides(conf_dir: str, config_name: str, args: list[str]) -> None:
+    """Exit with one line if an override names a config group option that does not exist."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    tokens = [a for a in args if "=" in a and not a.startswith("-")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(tokens)
+    except OverrideParseException as err:
+        exit_with(f"cannot parse the override: {err.message.splitlines()[0]} "
+                  "— write key=value, lists as key=[a,b], sweeps (with -m) as key=a,b.")
+    check_group_choices(conf_dir, overrides)
+    check_keys(conf_dir, config_name, overrides)
+
+
+def check_group_choices(conf_dir: str, overrides: list) -> None:
+    for override in overrides:
+        group = override.key_or_group
+        if "." in group or group.startswith("hydra") or not (Path(conf_dir) / group).is_dir():
+            continue
+        choices = available_choices(conf_dir, group)
+        for value in _values(override):
+            if value is None and group in OPTIONAL_GROUPS:
+                continue
+            if override.is_delete() or str(value) in choices:
+                continue
+            exit_with(f"unknown {group} '{value}' — choose one of: {', '.join(choices)} "
+                      f"(e.g. {group}={choices[0] if choices else '…'}).")
+
+
+def _plain(override) -> bool:
+    """A `key=value` override (not +key, ++key or ~key)."""
+    return not (override.is_add() or override.is_force_add() or override.is_delete())
+
+
+def _first(override) -> str:
+    """The override as `key=value` with a sweep reduced to its first value (enough to
+    compose a config whose keys can be checked)."""
+    value = _values(override)[0] if override.is_sweep_override() else override.value()
+    from omegaconf import OmegaConf
+
+    text = OmegaConf.to_yaml({"v": value}, resolve=False).strip()[3:] if isinstance(value, list) else value
+    return f"{override.key_or_group}={text if value is not None else 'null'}"
+
+
+def check_keys(conf_dir: str, config_name: str, overrides: list) -> None:
+    """Exit with one line if an override sets a key the composed config does not have
+    (Hydra would refuse too, over several lines). `+key=…` adds keys and is not checked."""
+    dotted = [o for o in overrides if "." in o.key_or_group and not o.key_or_group.startswith("hydra")
+              and o.package is None and _plain(o)]
+    if not dotted:
+        return
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    groups = [_first(o) for o in overrides if "." not in o.key_or_group
+              and (Path(conf_dir) / o.key_or_group).is_dir() and _plain(o)]
+    try:
+        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+            cfg = compose(config_name, overrides=groups)
+    except Exception:  # let Hydra report whatever stops composition, as it would anyway
+        return
+    missing = object()
+    for override in dotted:
+        key = override.key_or_group
+        if OmegaConf.select(cfg, key, default=missing, throw_on_missing=False) is not missing:
+            continue
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent, default=None)
+        known = ", ".join(map(str, node.keys())) if hasattr(node, "keys") else ""
+        where = f"'{parent}' has: {known}" if known else f"there is no '{parent}' section"
+        exit_with(f"unknown key '{key}' — {where} (to add a new key write +{key}=…).")

@@ -1,0 +1,106 @@
+"""`facecls train`: data → model → the engine loop → best checkpoint on test → run-dir files."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from facecls.errors import UserError, reports_user_errors
+
+log = logging.getLogger(__name__)
+
+
+def loop_settings(cfg: DictConfig, device: torch.device):
+    from facecls.engine import LoopSettings
+    from facecls.runtime import amp_flag, progress_flag
+
+    t = cfg.trainer
+    return LoopSettings(device=device, max_epochs=t.max_epochs, batch_size=t.batch_size,
+                        eval_batch_size=t.eval_batch_size, amp=amp_flag(t.amp, device),
+                        grad_clip=t.grad_clip, label_smoothing=t.label_smoothing,
+                        progress=progress_flag(t.progress), seed=cfg.seed)
+
+
+def trainable_param_groups(model: torch.nn.Module, lr: float):
+    """Param groups the optimizer gets. A model may shape them (e.g. a smaller backbone LR)
+    through a ``param_groups(lr)`` method; frozen parameters are never handed over."""
+    if hasattr(model, "param_groups"):
+        return model.param_groups(lr)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise UserError("the model has no trainable parameters — check model.freeze.")
+    return params
+
+
+def run_training(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train one configuration into ``run_dir``; return its metrics."""
+    from facecls.checkpoint import save_checkpoint
+    from facecls.data.batches import BatchPreparer, build_transform
+    from facecls.data.dataset import build_data
+    from facecls.engine import EarlyStopping, fit
+    from facecls.models import build_model, preprocess_for
+    from facecls.run_outputs import finish_run
+    from facecls.runtime import configure_threads, seed_everything, select_device
+
+    started = time.perf_counter()
+    device = select_device(cfg.trainer.device)
+    configure_threads(cfg.trainer.num_threads)
+    seed_everything(cfg.seed, cfg.trainer.deterministic)
+    settings = loop_settings(cfg, device)
+
+    prep = preprocess_for(cfg.model)
+    data = build_data(cfg.data, prep, cfg.paths.cache_dir, settings.progress)
+    model = build_model(cfg.model, num_classes=len(data.classes)).to(device)
+    channels_last = bool(cfg.trainer.channels_last)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    augment = build_transform(cfg.aug.get("transforms"))
+    prepare = BatchPreparer(prep, device, augment, channels_last)
+
+    net = model
+    if hasattr(model, "cached_feature_data"):
+        # A frozen backbone: compute its features once and train only the head on them.
+        net, data, prepare = model.cached_feature_data(data, prepare, augment, cfg, settings)
+
+    optimizer = instantiate(cfg.optim, params=trainable_param_groups(model, cfg.optim.lr))
+    scheduler = instantiate(cfg.sched, optimizer=optimizer) if cfg.sched else None
+    es = cfg.reg.get("early_stopping") if cfg.get("reg") else None
+    stopper = EarlyStopping(monitor=cfg.trainer.monitor, patience=es.patience if es else None,
+                            min_delta=es.min_delta if es else 0.0)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    ckpt_dir = run_dir / "checkpoints"
+    n_params = sum(p.numel() for p in model.parameters())
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("Model %s: %s parameters (%s trainable) on %s", cfg.model._target_.rsplit(".", 1)[-1],
+             f"{n_params:,}", f"{n_trainable:,}", device)
+
+    def save(kind: str, epoch: int, result) -> None:
+        # Only last.pt carries the optimizer state (for resuming); best.pt is for inference.
+        resumable = kind == "last"
+        save_checkpoint(ckpt_dir / f"{kind}.pt", model=model, config=config, classes=data.classes,
+                        preprocess=prep, epoch=epoch, optimizer=optimizer if resumable else None,
+                        scheduler=scheduler if resumable else None,
+                        early_stopping=stopper.state_dict(), history=result.history,
+                        stop_reason=result.stop_reason)
+
+    result = fit(net, data, prepare, optimizer, scheduler, stopper, settings, run_dir, save)
+    metrics = finish_run(run_dir, model, net, data, prepare, settings, result,
+                         extra={"num_params": n_params, "trainable_params": n_trainable,
+                                "device": str(device), "wall_seconds": time.perf_counter() - started})
+    return metrics
+
+
+@reports_user_errors
+def main(cfg: DictConfig):
+    from facecls.validate import validate_train_config
+
+    validate_train_config(cfg)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    metrics = run_training(cfg, run_dir)
+    # The value a sweeper (Optuna) maximises: always a finite number.
+    return float(metrics.get("best_val_acc") or 0.0)

@@ -1,0 +1,57 @@
+"""Value checks for the train config: each problem is one line naming the key and the fix.
+
+(Unknown keys and unknown group choices are caught before composing, see overrides.py
+and Hydra's struct mode.)"""
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from facecls.errors import UserError
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+def _number(cfg: DictConfig, key: str):
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"{key}={value!r} is not a number — give a numeric value, e.g. {key}=1.")
+    return value
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    t = cfg.trainer
+    for key in ("batch_size", "eval_batch_size", "max_epochs"):
+        value = _number(cfg, f"trainer.{key}")
+        _require(isinstance(value, int) and value >= 1,
+                 f"trainer.{key}={value} is invalid — it must be a whole number >= 1.")
+    lr = _number(cfg, "optim.lr")
+    _require(lr > 0, f"optim.lr={lr} is invalid — the learning rate must be > 0 (e.g. optim.lr=0.001).")
+    wd = _number(cfg, "optim.weight_decay")
+    _require(wd >= 0, f"weight decay {wd} is invalid — it must be >= 0 (reg.weight_decay.value).")
+    reg = cfg.get("reg") or {}
+    if "dropout" in reg:
+        p = _number(cfg, "reg.dropout.p")
+        _require(0 <= p < 1, f"reg.dropout.p={p} is out of range — use 0 <= p < 1 (e.g. reg.dropout.p=0.5).")
+    if "early_stopping" in reg:
+        es = reg.early_stopping
+        patience = _number(cfg, "reg.early_stopping.patience")
+        _require(isinstance(patience, int) and patience >= 1,
+                 f"reg.early_stopping.patience={patience} is invalid — use a whole number >= 1.")
+        _require(es.monitor in ("val_acc", "val_loss"),
+                 f"reg.early_stopping.monitor={es.monitor} — use val_acc or val_loss.")
+        _require(_number(cfg, "reg.early_stopping.min_delta") >= 0,
+                 "reg.early_stopping.min_delta must be >= 0.")
+    _require(t.monitor in ("val_acc", "val_loss"), f"trainer.monitor={t.monitor} — use val_acc or val_loss.")
+    ls = _number(cfg, "trainer.label_smoothing")
+    _require(0 <= ls < 1, f"trainer.label_smoothing={ls} is out of range — use 0 <= value < 1.")
+    if t.grad_clip is not None:
+        _require(_number(cfg, "trainer.grad_clip") > 0, "trainer.grad_clip must be > 0 (or null to turn it off).")
+    if cfg.sched and "step_size" in cfg.sched:
+        _require(_number(cfg, "sched.step_size") >= 1, "sched.step_size must be a whole number >= 1.")
+    size = _number(cfg, "model.input_size")
+    _require(isinstance(size, int) and size >= 8, f"model.input_size={size} is invalid — use a whole number >= 8.")
