@@ -17,6 +17,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("facecls.train", "train"),
     "eval": ("facecls.evaluate", "eval"),
     "make-data": ("facecls.make_data", "make_data"),
+    "rf": ("facecls.receptive_field", "rf"),
+    "visualize": ("facecls.visualize", "visualize"),
+    "robustness": ("facecls.robustness", "robustness"),
 }
 
 USAGE = """usage: facecls <command> [overrides] [hydra options]
@@ -25,6 +28,9 @@ commands:
   train       train a model (default: ConvNet on the built-in synthetic faces)
   eval        score a checkpoint on val and test: facecls eval ckpt=PATH
   make-data   write a dataset to disk: facecls make-data synthetic out=DIR
+  rf          receptive field of each conv/pool layer: facecls rf model=convnet
+  visualize   look inside a trained model: facecls visualize weights|predictions|attribution ckpt=PATH
+  robustness  accuracy under data variations (blur, rotation, …): facecls robustness ckpt=PATH
 
 `facecls <command> --help` lists its config groups and options."""
 
@@ -65,8 +71,8 @@ def main(argv: list[str] | None = None) -> None:
 
         exit_with(f"unknown command '{command}' — choose one of: {', '.join(COMMANDS)}.")
     module_name, config_name = COMMANDS[command]
-    if command == "make-data" and rest and "=" not in rest[0] and not rest[0].startswith("-"):
-        rest[0] = f"kind={rest[0]}"  # `facecls make-data synthetic out=…`
+    if command in ("make-data", "visualize") and rest and "=" not in rest[0] and not rest[0].startswith("-"):
+        rest[0] = f"kind={rest[0]}"  # `facecls make-data synthetic out=…`, `facecls visualize weights …`
 
     from facecls.overrides import check_overrides
 

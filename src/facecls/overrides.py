@@ -84,13 +84,13 @@ def check_keys(conf_dir: str, config_name: str, overrides: list) -> None:
             cfg = compose(config_name, overrides=groups)
     except Exception:  # let Hydra report whatever stops composition, as it would anyway
         return
-    missing = object()
+    from omegaconf import DictConfig
+
     for override in dotted:
         key = override.key_or_group
-        if OmegaConf.select(cfg, key, default=missing, throw_on_missing=False) is not missing:
-            continue
         parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(cfg, parent, default=None)
-        known = ", ".join(map(str, node.keys())) if hasattr(node, "keys") else ""
-        where = f"'{parent}' has: {known}" if known else f"there is no '{parent}' section"
-        exit_with(f"unknown key '{key}' — {where} (to add a new key write +{key}=…).")
+        node = OmegaConf.select(cfg, parent, default=None, throw_on_missing=False)
+        if not isinstance(node, DictConfig) or leaf in node.keys():
+            continue  # the key exists (possibly still ???), or it indexes into a list
+        known = ", ".join(map(str, node.keys()))
+        exit_with(f"unknown key '{key}' — '{parent}' has: {known} (to add a new key write +{key}=…).")

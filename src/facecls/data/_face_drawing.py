@@ -76,7 +76,8 @@ def draw_face(draw: ImageDraw.ImageDraw, w: int, t: dict, e: dict) -> None:
     if t["jaw"] == "square":
         draw.rounded_rectangle([cx - 0.9 * fw, cy, cx + 0.9 * fw, cy + 0.97 * fh], radius=int(0.35 * fw), fill=skin)
     elif t["jaw"] == "pointed":
-        draw.polygon([(cx - 0.93 * fw, cy + 0.2 * fh), (cx + 0.93 * fw, cy + 0.2 * fh), (cx, cy + 1.15 * fh)], fill=skin)
+        draw.polygon([(cx - 0.93 * fw, cy + 0.2 * fh), (cx + 0.93 * fw, cy + 0.2 * fh), (cx, cy + 1.15 * fh)],
+                     fill=skin)
 
     if t["beard"] != "none":
         # Beard covers the lower face; "stubble" is a darker skin tone rather than hair colour.
@@ -153,12 +154,14 @@ def _draw_eyes_and_brows(draw: ImageDraw.ImageDraw, cx: float, cy: float, fw: fl
         draw.ellipse([ex - ew, ey - eh, ex + ew, ey + eh], fill=(240, 240, 235))
         ix = ex + e["gaze"] * 0.4 * ew
         if eh > 0.3 * ir:  # nearly closed eyes show no iris
-            draw.ellipse([ix - ir, ey - min(ir, eh), ix + ir, ey + min(ir, eh)], fill=t["eye_color"])
-            draw.ellipse([ix - 0.4 * ir, ey - 0.4 * min(ir, eh), ix + 0.4 * ir, ey + 0.4 * min(ir, eh)], fill=(15, 15, 15))
+            iy = min(ir, eh)  # the iris is clipped by the eyelids when the eye is half closed
+            draw.ellipse([ix - ir, ey - iy, ix + ir, ey + iy], fill=t["eye_color"])
+            draw.ellipse([ix - 0.4 * ir, ey - 0.4 * iy, ix + 0.4 * ir, ey + 0.4 * iy], fill=(15, 15, 15))
         by = ey - 0.12 * fh * t["eye_size"] - 0.08 * fh - 0.07 * fh * e["brow_raise"]
         # Tilt: positive raises the outer end, giving a characteristic look per identity.
-        inner, outer = (ex - sx * ew * 1.1, by + 0.03 * fh * t["brow_tilt"]), (ex + sx * ew * 1.1, by - 0.03 * fh * t["brow_tilt"])
-        draw.line([inner, outer], fill=_shade(t["hair_color"], 0.8), width=max(1, int(0.06 * fh * t["brow_weight"])))
+        tilt = 0.03 * fh * t["brow_tilt"]
+        draw.line([(ex - sx * ew * 1.1, by + tilt), (ex + sx * ew * 1.1, by - tilt)],
+                  fill=_shade(t["hair_color"], 0.8), width=max(1, int(0.06 * fh * t["brow_weight"])))
 
 
 def _draw_glasses(draw: ImageDraw.ImageDraw, cx: float, cy: float, fw: float, fh: float, t: dict) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +98,8 @@ def make_identities(num_classes: int, seed: int) -> list[Identity]:
             hair_style=pick(_HAIR_STYLES), hair_color=pick(_HAIR), eye_spacing=level(0.36, 0.5),
             eye_size=level(0.8, 1.2), eye_color=pick(_EYES), brow_weight=level(0.6, 1.5), brow_tilt=level(-1, 1),
             nose=pick(_NOSES), nose_size=level(0.8, 1.3), mouth_width=level(0.75, 1.25), lip=pick(_LIPS),
-            glasses=pick(["none", "none", "round", "square"]), glasses_color=pick([(20, 20, 20), (120, 80, 30), (180, 180, 190)]),
+            glasses=pick(["none", "none", "round", "square"]),
+            glasses_color=pick([(20, 20, 20), (120, 80, 30), (180, 180, 190)]),
             beard=pick(["none", "none", "none", "stubble", "full"]), ear_size=level(0.8, 1.25),
         ))
     return identities
@@ -144,10 +145,10 @@ def render_face(identity: Identity, rng: np.random.Generator, image_size: int) -
     arr = np.asarray(img, dtype=np.float32)
     xs = np.linspace(-0.5, 0.5, image_size, dtype=np.float32)
     theta = rng.uniform(0, 2 * np.pi)
-    ramp = 1.0 + np.float32(rng.uniform(0.0, 0.7)) * (np.cos(theta) * xs[None, :] + np.sin(theta) * xs[:, None])
+    ramp = (1.0 + rng.uniform(0.0, 0.7) * (np.cos(theta) * xs[None, :] + np.sin(theta) * xs[:, None])).astype(np.float32)
     contrast, bright = rng.uniform(0.65, 1.2), rng.uniform(-30, 30)
     cast = rng.uniform(0.88, 1.12, 3).astype(np.float32)
-    arr = ((arr - 128.0) * np.float32(contrast) + np.float32(128.0 + bright)) * ramp[..., None].astype(np.float32) * cast
+    arr = ((arr - 128.0) * np.float32(contrast) + np.float32(128.0 + bright)) * ramp[..., None] * cast
     arr += np.float32(rng.uniform(2, 14)) * rng.standard_normal(arr.shape, dtype=np.float32)
 
     # Occasional occluder (a hand, a mug, a lamp post...): a solid box over part of the face.
@@ -164,7 +165,8 @@ def write_dataset(out_dir: str | Path, num_classes: int = 11, images_per_class: 
 
     Files are written to a temporary sibling directory that is renamed into place
     only when complete, so an interrupted run never leaves a plausible-looking
-    partial dataset.  Raises ``ValueError`` for bad arguments and
+    partial dataset.  Raises ``ValueError`` for bad arguments (num_classes < 2,
+    images_per_class < 1, image_size < 16, seed < 0) and
     ``FileExistsError`` if ``out_dir`` exists and is not empty.  Returns ``out_dir``.
     """
     if num_classes < 2:
@@ -173,29 +175,37 @@ def write_dataset(out_dir: str | Path, num_classes: int = 11, images_per_class: 
         raise ValueError(f"images_per_class must be at least 1, got {images_per_class}.")
     if image_size < 16:
         raise ValueError(f"image_size must be at least 16 pixels, got {image_size}.")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}.")
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FileExistsError(f"Refusing to overwrite existing non-empty path {out_dir}; delete it or choose another.")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    # Plain mkdir (not tempfile.mkdtemp, which forces mode 0700) so the final folder gets the usual umask
+    # permissions; the random suffix keeps concurrent writers (e.g. parallel sweep jobs) apart.
+    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
     try:
-        bar = tqdm(total=num_classes * images_per_class, desc="Rendering synthetic faces",
-                   unit="img", disable=None if progress else True)
-        digits = max(3, len(str(images_per_class - 1)))
-        for idx, identity in enumerate(make_identities(num_classes, seed)):
-            class_dir = tmp / identity.name
-            class_dir.mkdir()
-            for j in range(images_per_class):
-                rng = np.random.default_rng([seed, 1, idx, j])  # per-image stream: order-independent
-                img = render_face(identity, rng, image_size)
-                img.save(class_dir / f"{identity.name}_{j:0{digits}d}.jpg", "JPEG", quality=90)
-                bar.update(1)
-        bar.close()
-        os.chmod(tmp, 0o755)  # mkdtemp creates 0700; make the final directory look like a normal one
+        with tqdm(total=num_classes * images_per_class, desc="Rendering synthetic faces",
+                  unit="img", disable=None if progress else True) as bar:
+            digits = max(3, len(str(images_per_class - 1)))
+            for idx, identity in enumerate(make_identities(num_classes, seed)):
+                class_dir = tmp / identity.name
+                class_dir.mkdir()
+                for j in range(images_per_class):
+                    rng = np.random.default_rng([seed, 1, idx, j])  # per-image stream: order-independent
+                    img = render_face(identity, rng, image_size)
+                    img.save(class_dir / f"{identity.name}_{j:0{digits}d}.jpg", "JPEG", quality=90)
+                    bar.update(1)
         if out_dir.exists():
             out_dir.rmdir()  # an empty directory is allowed and simply replaced
-        os.replace(tmp, out_dir)
+        try:
+            os.replace(tmp, out_dir)
+        except OSError as err:
+            if out_dir.is_dir() and any(out_dir.iterdir()):  # lost a race with another writer
+                raise FileExistsError(f"{out_dir} was written by another process while rendering.") from err
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

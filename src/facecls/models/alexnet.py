@@ -1,0 +1,173 @@
+"""AlexNet transfer learning (report sections 2.2 and 2.4), on torchvision's AlexNet.
+
+* :class:`AlexNetFeature` — a frozen (pretrained) AlexNet cut at a named layer feeds a
+  trainable FC head. With no train-time augmentation its features are computed once and
+  cached (:mod:`facecls.features`), so the epochs train the head alone.
+* :class:`AlexNetFinetune` — the whole AlexNet trains with a new last layer; blocks up to
+  ``freeze`` stay fixed and the backbone gets ``backbone_lr_mult`` × the learning rate.
+
+Block names follow the AlexNet paper: conv1…conv5, pool5 (after conv5's max-pool and
+torchvision's adaptive average pool), fc6, fc7. Weights come from
+:mod:`facecls.models.pretrained` (a file, torchvision's cache, or a download).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+from torchvision.models import AlexNet_Weights, alexnet
+
+from facecls.errors import UserError
+from facecls.models import check_dropout
+from facecls.models.pretrained import load_pretrained, weights_preprocess
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = AlexNet_Weights.IMAGENET1K_V1
+# Feature cut → number of torchvision `features` layers it keeps (a conv cut ends after its ReLU).
+CUT_LAYERS = {"conv1": 2, "conv2": 5, "conv3": 8, "conv4": 10, "conv5": 12, "pool5": 13}
+# Block → the torchvision module holding its weights, in network order (freeze=X freezes X and all before).
+BLOCKS = {"conv1": "features.0", "conv2": "features.3", "conv3": "features.6", "conv4": "features.8",
+          "conv5": "features.10", "fc6": "classifier.1", "fc7": "classifier.4"}
+NEW_LAYER = "classifier.6"  # the 1000-way ImageNet layer, replaced by one for our classes
+
+
+def torchvision_alexnet(pretrained: bool, weights_path: str | None) -> nn.Module:
+    """torchvision's AlexNet, with ImageNet weights when ``pretrained`` (see pretrained.py)."""
+    if weights_path and not pretrained:
+        raise UserError(f"model.weights_path={weights_path} is set but model.pretrained=false — "
+                        "drop one of them (weights_path loads pretrained weights).")
+    net = alexnet(weights=None)
+    if pretrained:
+        load_pretrained(net, WEIGHTS, weights_path)
+    return net
+
+
+def init_linear(layer: nn.Linear) -> nn.Linear:
+    """Kaiming-uniform weights and zero bias, as in the report."""
+    nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def output_shape(module: nn.Module, input_size: int, what: str) -> tuple[int, ...]:
+    """Shape of ``module``'s output for one input_size² image (a too-small input → UserError)."""
+    try:
+        with torch.no_grad():
+            shape = tuple(module(torch.zeros(1, 3, input_size, input_size)).shape[1:])
+    except RuntimeError:
+        shape = (0,)
+    if math.prod(shape) == 0:
+        raise UserError(f"model.input_size={input_size} is too small for AlexNet up to {what} — use "
+                        "model.input_size >= 63, or null for the weights' own 224.")
+    return shape
+
+
+class _AlexNetPreprocess:
+    @classmethod
+    def preprocess(cls, model_cfg):
+        """ImageNet preprocessing from the weights, also with pretrained=false, so runs compare."""
+        return weights_preprocess(WEIGHTS, model_cfg.get("input_size"))
+
+
+class AlexNetFeature(_AlexNetPreprocess, nn.Module):
+    """Frozen AlexNet up to ``cut`` → flatten → FC ``head`` sizes (ReLU, dropout) → classes."""
+
+    def __init__(self, num_classes: int, cut: str = "conv4", head: Sequence[int] = (4096, 4096),
+                 dropout: float = 0.0, pretrained: bool = True, weights_path: str | None = None,
+                 input_size: int | None = None, cache_features: bool = True):
+        super().__init__()
+        if cut not in CUT_LAYERS:
+            raise UserError(f"unknown model.cut '{cut}' — choose one of: {', '.join(CUT_LAYERS)}.")
+        p = check_dropout(dropout)
+        net = torchvision_alexnet(pretrained, weights_path)
+        layers = list(net.features)[:CUT_LAYERS[cut]] + ([net.avgpool] if cut == "pool5" else [])
+        self.backbone = nn.Sequential(*layers)
+        self.backbone.requires_grad_(False)
+        self.backbone.eval()
+        self.cut, self.cache_features = cut, bool(cache_features)
+        size = self.preprocess({"input_size": input_size}).size
+        self.feature_shape = output_shape(self.backbone, size, cut)
+
+        fc: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(self.feature_shape)  # the head's input follows the cut
+        for hidden in head:
+            fc += [init_linear(nn.Linear(width, int(hidden))), nn.ReLU(inplace=True)]
+            if p > 0:
+                fc.append(nn.Dropout(p))
+            width = int(hidden)
+        fc.append(init_linear(nn.Linear(width, num_classes)))
+        self.head = nn.Sequential(*fc)
+
+    def train(self, mode: bool = True):
+        """Train the head only: the frozen backbone always stays in eval mode."""
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+    def cached_feature_data(self, data, prepare, augment, cfg, settings):
+        """The hook train.py calls: (net to train, data, prepare). Without train-time
+        augmentation the backbone runs once per split and the head trains on its features;
+        the checkpoint still saves this whole model, so it scores images directly."""
+        if augment is not None:
+            log.info("Feature cache off: train-time augmentation (aug) changes every image each "
+                     "epoch, so the frozen backbone runs on every batch.")
+            return self, data, prepare
+        if not self.cache_features:
+            log.info("Feature cache off (model.cache_features=false): the backbone runs on every batch.")
+            return self, data, prepare
+        from facecls.features import cached_features
+
+        features = cached_features(self.backbone, data, prepare, settings, cfg.paths.cache_dir,
+                                   identity={"cut": self.cut})
+        # Float inputs pass through the BatchPreparer unchanged (only moved to the device).
+        return self.head, features, prepare
+
+
+class AlexNetFinetune(_AlexNetPreprocess, nn.Module):
+    """The whole AlexNet with a new last layer; blocks up to ``freeze`` fixed; the backbone
+    learns at ``backbone_lr_mult`` × the optimizer's learning rate."""
+
+    def __init__(self, num_classes: int, freeze: str | None = None, backbone_lr_mult: float = 1.0,
+                 dropout: float = 0.5, pretrained: bool = True, weights_path: str | None = None,
+                 input_size: int | None = None):
+        super().__init__()
+        if freeze is not None and freeze not in BLOCKS:
+            raise UserError(f"unknown model.freeze '{freeze}' — choose one of: {', '.join(BLOCKS)} "
+                            "(or null to train every layer).")
+        if isinstance(backbone_lr_mult, bool) or not float(backbone_lr_mult) > 0:
+            raise UserError(f"model.backbone_lr_mult={backbone_lr_mult} is invalid — use a number > 0 "
+                            "(to keep the whole backbone fixed use model.freeze=fc7).")
+        p = check_dropout(dropout)
+        net = torchvision_alexnet(pretrained, weights_path)
+        # Same attribute names as torchvision, so the state_dict keeps torchvision's format.
+        self.features, self.avgpool, self.classifier = net.features, net.avgpool, net.classifier
+        self.classifier[0].p = self.classifier[3].p = p
+        self.classifier[6] = init_linear(nn.Linear(self.classifier[6].in_features, num_classes))
+        self.backbone_lr_mult = float(backbone_lr_mult)
+        self.frozen = list(BLOCKS)[:list(BLOCKS).index(freeze) + 1] if freeze else []
+        for block in self.frozen:
+            self.get_submodule(BLOCKS[block]).requires_grad_(False)
+        output_shape(nn.Sequential(self.features, self.avgpool),
+                     self.preprocess({"input_size": input_size}).size, "pool5")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.flatten(self.avgpool(self.features(x)), 1)
+        return self.classifier(x)
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """The new layer at ``lr`` (first, so history.csv's lr column shows it), the trainable
+        rest of the backbone at ``lr × backbone_lr_mult``; frozen blocks are left out."""
+        head = list(self.get_submodule(NEW_LAYER).parameters())
+        head_ids = {id(p) for p in head}
+        backbone = [p for p in self.parameters() if p.requires_grad and id(p) not in head_ids]
+        groups = [{"params": head, "lr": lr}]
+        if backbone:
+            groups.append({"params": backbone, "lr": lr * self.backbone_lr_mult})
+        return groups

@@ -1,0 +1,64 @@
+"""Each user mistake gives one line on stderr naming the cause and the fix — no traceback."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import run_cli
+
+CASES = {
+    "unknown model": (["model=foo"], ["unknown model 'foo'", "convnet", "mlp"]),
+    "unknown key": (["trainer.foo=1"], ["unknown key 'trainer.foo'", "max_epochs"]),
+    "dropout out of range": (["reg=dropout", "reg.dropout.p=1.5"], ["reg.dropout.p=1.5", "0 <= p < 1"]),
+    "zero batch size": (["trainer.batch_size=0"], ["trainer.batch_size=0", ">= 1"]),
+    "negative lr": (["optim.lr=-1"], ["optim.lr=-1", "> 0"]),
+    "wrong type": (["trainer.max_epochs=ten"], ["trainer.max_epochs", "not a number"]),
+    "missing data root": (["data=imagefolder"], ["data.root is not set"]),
+    "root does not exist": (["data=imagefolder", "data.root=/no/such/dir"], ["'/no/such/dir' does not exist"]),
+    "ratios do not sum to 1": (["data.split.train=0.9"], ["sum to", "not 1"]),
+    "negative patience": (["reg=early_stopping", "reg.early_stopping.patience=-1"], ["patience=-1"]),
+    "cuda without a gpu": (["trainer.device=cuda"], ["no usable CUDA GPU", "trainer.device=cpu"]),
+    "unknown command": None,
+}
+
+
+@pytest.mark.parametrize("name", [k for k, v in CASES.items() if v])
+def test_config_error_is_one_line(name, tmp_path, cache_env):
+    args, expected = CASES[name]
+    proc = run_cli("train", "trainer.max_epochs=1", *args, cwd=tmp_path, env=cache_env, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("facecls: error: ")
+    for text in expected:
+        assert text in lines[0]
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_unknown_command(tmp_path, cache_env):
+    proc = run_cli("trian", cwd=tmp_path, env=cache_env, check=False)
+    assert proc.returncode == 2 and "unknown command 'trian'" in proc.stderr and "train" in proc.stderr
+
+
+@pytest.mark.parametrize("layout", ["one class", "empty class", "no images"])
+def test_bad_data_folder(layout, tmp_path, cache_env, tiny_faces):
+    import shutil
+
+    root = tmp_path / "faces"
+    if layout == "one class":
+        first = sorted(tiny_faces.iterdir())[0]
+        shutil.copytree(first, root / first.name)
+        expected = "only one class"
+    elif layout == "empty class":
+        shutil.copytree(tiny_faces, root)
+        (root / "zz_empty").mkdir()
+        expected = "zz_empty"
+    else:
+        (root / "a").mkdir(parents=True)
+        (root / "b").mkdir()
+        (root / "a" / "x.jpg").write_text("not an image")
+        (root / "b" / "y.jpg").write_text("not an image")
+        expected = "no readable images"
+    proc = run_cli("train", "data=imagefolder", f"data.root={root}", "trainer.max_epochs=1",
+                   cwd=tmp_path, env=cache_env, check=False)
+    assert proc.returncode == 2
+    assert expected in proc.stderr and "Traceback" not in proc.stderr
