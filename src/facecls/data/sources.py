@@ -106,6 +106,8 @@ def synthetic_faces(root: str | os.PathLike, num_classes: int = 11, images_per_c
         try:
             write_dataset(root, num_classes=num_classes, images_per_class=images_per_class,
                           image_size=image_size, seed=seed)
+        except FileExistsError:
+            pass  # a concurrent job (e.g. a parallel sweep) rendered the same faces first
         except ValueError as err:
             raise UserError(f"{err} (data.source.*)") from None
         except PermissionError:
