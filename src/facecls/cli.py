@@ -74,6 +74,10 @@ def main(argv: list[str] | None = None) -> None:
     if command in ("make-data", "visualize") and rest and "=" not in rest[0] and not rest[0].startswith("-"):
         rest[0] = f"kind={rest[0]}"  # `facecls make-data synthetic out=…`, `facecls visualize weights …`
 
+    if command == "train":
+        from facecls.resume import expand_resume_args
+
+        rest = expand_resume_args(rest)
     from facecls.overrides import check_overrides
 
     check_overrides(config_dir(), config_name, rest)

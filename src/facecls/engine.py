@@ -83,7 +83,7 @@ class FitResult:
     stop_reason: str = "max_epochs"
     best_epoch: int = 0
     train_seconds: float = 0.0
-    images_seen: int = 0
+    rng: dict = field(default_factory=dict)  # random states at the end of the last finished epoch
 
 
 def autocast(settings: LoopSettings):
@@ -133,19 +133,31 @@ def write_history(path: Path, history: list[dict]) -> None:
 
 def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimizer, scheduler,
         stopper: EarlyStopping, settings: LoopSettings, run_dir: Path,
-        save: Callable[[str, int, FitResult], None], start_epoch: int = 1) -> FitResult:
+        save: Callable[[str, int, FitResult], None], stop=None, resume: dict | None = None) -> FitResult:
     """Train ``net`` on ``data.train`` for up to ``settings.max_epochs`` epochs.
 
     Each epoch: shuffled batches → forward → cross-entropy → backward → step; then the
     validation score, the scheduler step, one history row, ``save('last', …)`` and, on a
-    new best, ``save('best', …)``. Stops early when ``stopper`` says so, or when the loss
-    stops being a finite number (stop_reason 'diverged').
+    new best, ``save('best', …)``. Stops early when ``stopper`` says so, when the loss stops
+    being a finite number ('diverged'), or when ``stop.requested`` is set by a signal
+    ('interrupted': the unfinished epoch is dropped, so last.pt stays a clean resume point).
+    ``resume`` (history, epoch, rng from last.pt) continues a run exactly where it stopped.
     """
+    from facecls.runtime import capture_rng, restore_rng
+
     result = FitResult(best_epoch=stopper.best_epoch)
     criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     scaler = torch.amp.GradScaler(enabled=settings.amp and settings.device.type == "cuda"
                                   and not torch.cuda.is_bf16_supported())
     order = torch.Generator().manual_seed(settings.seed)  # the batch order, reproducible from the seed
+    start_epoch = 1
+    if resume:
+        result.history = list(resume["history"])
+        start_epoch = resume["epoch"] + 1
+        restore_rng(resume["rng"], order)
+        if stopper.should_stop:
+            result.stop_reason = "early_stopping"
+            return result
     width = len(str(settings.max_epochs))
     epochs = tqdm(range(start_epoch, settings.max_epochs + 1), desc="epochs", unit="ep",
                   disable=None if settings.progress is None else not settings.progress,
@@ -177,7 +189,13 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
             seen += n
             loss_sum += loss.item() * n
             correct += (logits.argmax(1) == y).sum().item()
-        result.images_seen += seen
+            if stop is not None and stop.requested:
+                result.stop_reason = "interrupted"
+                break
+        if result.stop_reason == "interrupted":
+            log.warning("%s received during epoch %d: stopping; the unfinished epoch is dropped.",
+                        stop.requested, epoch)
+            break
         if result.stop_reason == "diverged":
             log.error("epoch %d: the training loss is not a finite number — the run diverged; "
                       "try a lower optim.lr (now %g) or trainer.grad_clip=1.0.", epoch,
@@ -193,6 +211,7 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
         improved = stopper.step(epoch, row[stopper.monitor])
         result.best_epoch = stopper.best_epoch
         write_history(run_dir / "history.csv", result.history)
+        result.rng = capture_rng(order)
         if improved:
             save("best", epoch, result)
         save("last", epoch, result)

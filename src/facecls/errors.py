@@ -20,6 +20,17 @@ failed_jobs: list[str] = []
 class UserError(Exception):
     """A mistake the user can fix. The message is one line: cause, then the fix."""
 
+    exit_code = 2
+
+
+class RunStopped(UserError):
+    """A run that ended early but cleanly (interrupted, diverged): its files are written."""
+
+    def __init__(self, message: str, exit_code: int = 3, value: float | None = None):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.value = value  # what a sweeper gets for this job (finite), see reports_user_errors
+
 
 def one_line(message: str) -> str:
     return " ".join(str(message).split())
@@ -60,13 +71,16 @@ def exit_with(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
-def reports_user_errors(task: Callable[..., Any]) -> Callable[..., Any]:
+def reports_user_errors(task: Callable[..., Any] | None = None, *, failure_value: Any = None):
     """Wrap a Hydra task function so a UserError becomes one line on stderr.
 
-    In a single run the process exits with status 2. In a multirun the error is logged
-    (so it lands in the job's log file too), the job is recorded as failed and the sweep
-    goes on with the next job.
+    In a single run the process exits with status 2 (or the error's own exit code). In a
+    multirun the error is logged (so it lands in the job's log file too), the job is
+    recorded as failed and the sweep goes on with the next job; the job returns
+    ``failure_value`` (or a stopped run's own value), so a sweeper always gets a number.
     """
+    if task is None:
+        return functools.partial(reports_user_errors, failure_value=failure_value)
 
     @functools.wraps(task)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -78,9 +92,11 @@ def reports_user_errors(task: Callable[..., Any]) -> Callable[..., Any]:
         except UserError as err:
             if in_multirun():
                 log.error("facecls: error: %s", one_line(str(err)))
-                failed_jobs.append(one_line(str(err)))
-                return None
-            exit_with(str(err))
+                if not isinstance(err, RunStopped):
+                    failed_jobs.append(one_line(str(err)))
+                value = getattr(err, "value", None)
+                return failure_value if value is None else value
+            exit_with(str(err), code=err.exit_code)
         except KeyboardInterrupt:
             exit_with("interrupted by the user (Ctrl-C).", code=130)
 

@@ -54,7 +54,9 @@ def finish_run(run_dir: Path, model, net, data, prepare, settings, result, extra
     train_seconds = sum(r["seconds"] for r in result.history)
     metrics.update(extra)
     metrics["train_seconds"] = train_seconds
-    metrics["train_images_per_second"] = result.images_seen / train_seconds if train_seconds else None
+    # Epoch throughput (training + validation time), counted over every finished epoch.
+    metrics["train_images_per_second"] = (len(data.train) * len(result.history) / train_seconds
+                                          if train_seconds else None)
     atomic_write_json(run_dir / "metrics.json", metrics)
     if metrics["test_acc"] is not None:
         log.info("Best epoch %d: val_acc %.4f — test_acc %.4f test_loss %.4f (%s)", result.best_epoch,

@@ -61,3 +61,26 @@ def amp_flag(value, device: torch.device) -> bool:
 def configure_threads(num_threads) -> None:
     if num_threads:
         torch.set_num_threads(int(num_threads))
+
+
+def capture_rng(order: torch.Generator) -> dict:
+    """Every random state a resumed run needs to continue exactly (plain data only)."""
+    state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "order": order.get_state(),
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "numpy": [state[0], state[1].tolist(), int(state[2]), int(state[3]), float(state[4])],
+    }
+
+
+def restore_rng(state: dict, order: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    order.set_state(state["order"])
+    random.setstate((state["python_version"], tuple(state["python"]), None))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))

@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from facecls.errors import UserError, reports_user_errors
+from facecls.errors import RunStopped, UserError, reports_user_errors
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     from facecls.data.dataset import build_data
     from facecls.engine import EarlyStopping, fit
     from facecls.models import build_model, preprocess_for
+    from facecls.interrupt import GracefulStop
+    from facecls.resume import load_resume_point, restore_training_state
     from facecls.run_outputs import finish_run
     from facecls.runtime import configure_threads, seed_everything, select_device
 
@@ -52,6 +54,7 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     configure_threads(cfg.trainer.num_threads)
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     settings = loop_settings(cfg, device)
+    resume = load_resume_point(run_dir) if cfg.get("resume") else None
 
     prep = preprocess_for(cfg.model)
     data = build_data(cfg.data, prep, cfg.paths.cache_dir, settings.progress)
@@ -67,7 +70,8 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
         # A frozen backbone: compute its features once and train only the head on them.
         net, data, prepare = model.cached_feature_data(data, prepare, augment, cfg, settings)
 
-    optimizer = instantiate(cfg.optim, params=trainable_param_groups(model, cfg.optim.lr))
+    # _convert_: param groups reach the optimizer as plain dicts (not DictConfig)
+    optimizer = instantiate(cfg.optim, params=trainable_param_groups(model, cfg.optim.lr), _convert_="partial")
     scheduler = instantiate(cfg.sched, optimizer=optimizer) if cfg.sched else None
     es = cfg.reg.get("early_stopping") if cfg.get("reg") else None
     stopper = EarlyStopping(monitor=cfg.trainer.monitor, patience=es.patience if es else None,
@@ -79,23 +83,41 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     log.info("Model %s: %s parameters (%s trainable) on %s", cfg.model._target_.rsplit(".", 1)[-1],
              f"{n_params:,}", f"{n_trainable:,}", device)
 
-    def save(kind: str, epoch: int, result) -> None:
-        # Only last.pt carries the optimizer state (for resuming); best.pt is for inference.
-        resumable = kind == "last"
-        save_checkpoint(ckpt_dir / f"{kind}.pt", model=model, config=config, classes=data.classes,
-                        preprocess=prep, epoch=epoch, optimizer=optimizer if resumable else None,
-                        scheduler=scheduler if resumable else None,
-                        early_stopping=stopper.state_dict(), history=result.history,
-                        stop_reason=result.stop_reason)
+    if resume:
+        restore_training_state(resume, model, optimizer, scheduler, stopper)
 
-    result = fit(net, data, prepare, optimizer, scheduler, stopper, settings, run_dir, save)
+    def save(kind: str, epoch: int, result) -> None:
+        # Only last.pt carries what resuming needs (optimizer, scheduler, random states);
+        # best.pt is for inference.
+        resumable = kind == "last"
+        path = ckpt_dir / f"{kind}.pt"
+        try:
+            save_checkpoint(path, model=model, config=config, classes=data.classes,
+                            preprocess=prep, epoch=epoch, optimizer=optimizer if resumable else None,
+                            scheduler=scheduler if resumable else None,
+                            early_stopping=stopper.state_dict(), history=result.history,
+                            stop_reason=result.stop_reason, rng=result.rng if resumable else None)
+        except OSError as err:
+            raise UserError(f"could not write {path}: {err.strerror or err} — free some disk space "
+                            "(or fix permissions) and resume; the previous checkpoint is intact.") from None
+
+    with GracefulStop() as stop:
+        result = fit(net, data, prepare, optimizer, scheduler, stopper, settings, run_dir, save,
+                     stop=stop, resume=resume)
     metrics = finish_run(run_dir, model, net, data, prepare, settings, result,
                          extra={"num_params": n_params, "trainable_params": n_trainable,
                                 "device": str(device), "wall_seconds": time.perf_counter() - started})
+    if result.stop_reason == "interrupted":
+        raise RunStopped(value=metrics["best_val_acc"] or 0.0, message=f"interrupted after {len(result.history)} finished epoch(s); run files are in "
+                         f"{run_dir} — continue with: facecls train resume={run_dir}", exit_code=130)
+    if result.stop_reason == "diverged":
+        raise RunStopped(value=metrics["best_val_acc"] or 0.0, message=f"training diverged (non-finite loss) in epoch {len(result.history) + 1}; "
+                         f"best checkpoint kept in {run_dir} — try a lower optim.lr (now {cfg.optim.lr:g}) "
+                         "or trainer.grad_clip=1.0.", exit_code=3)
     return metrics
 
 
-@reports_user_errors
+@reports_user_errors(failure_value=0.0)  # a failed sweep trial scores 0, never NaN
 def main(cfg: DictConfig):
     from facecls.validate import validate_train_config
 
