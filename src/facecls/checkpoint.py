@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise UserError(f"'{path}' holds objects other than plain data and was not loaded (safe "
                         f"loading refuses them: {str(err).splitlines()[0][:120]}) — use a checkpoint "
                         "written by facecls.") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+    except Exception as err:  # any other failure: truncated, not a torch file, wrong format
         raise UserError(f"'{path}' is not a readable checkpoint ({type(err).__name__}) — pass a "
                         "checkpoints/best.pt or last.pt written by facecls.") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:

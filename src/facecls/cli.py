@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rf": ("facecls.receptive_field", "rf"),
     "visualize": ("facecls.visualize", "visualize"),
     "robustness": ("facecls.robustness", "robustness"),
+    "summarize": ("facecls.summarize", "summarize"),
 }
 
 USAGE = """usage: facecls <command> [overrides] [hydra options]
@@ -31,6 +32,7 @@ commands:
   rf          receptive field of each conv/pool layer: facecls rf model=convnet
   visualize   look inside a trained model: facecls visualize weights|predictions|attribution ckpt=PATH
   robustness  accuracy under data variations (blur, rotation, …): facecls robustness ckpt=PATH
+  summarize   compare runs (a sweep): table + plots: facecls summarize outputs/multirun/<date>/<time>_<id>
 
 `facecls <command> --help` lists its config groups and options."""
 
@@ -60,6 +62,18 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("uid", lambda: _RUN_ID, use_cache=True)
 
 
+def leading_args_as_list(args: list[str], key: str) -> list[str]:
+    """Plain leading arguments (no `=`, no `-`) → one quoted list override ``key=['a','b']``
+    (quoted, so paths with commas or spaces parse)."""
+    count = 0
+    while count < len(args) and "=" not in args[count] and not args[count].startswith("-"):
+        count += 1
+    if not count:
+        return args
+    quoted = ",".join("'" + a.replace("'", "\\'") + "'" for a in args[:count])
+    return [f"{key}=[{quoted}]", *args[count:]]
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -74,13 +88,17 @@ def main(argv: list[str] | None = None) -> None:
     if command in ("make-data", "visualize") and rest and "=" not in rest[0] and not rest[0].startswith("-"):
         rest[0] = f"kind={rest[0]}"  # `facecls make-data synthetic out=…`, `facecls visualize weights …`
 
+    if command == "summarize":
+        rest = leading_args_as_list(rest, "dirs")  # `facecls summarize A B` → dirs=['A','B']
     if command == "train":
         from facecls.resume import expand_resume_args
 
         rest = expand_resume_args(rest)
-    from facecls.overrides import check_overrides
+    from facecls.overrides import check_output_dir, check_overrides
 
     check_overrides(config_dir(), config_name, rest)
+    if command == "train":
+        check_output_dir(rest)
     register_resolvers()
 
     import hydra

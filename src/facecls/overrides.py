@@ -94,3 +94,23 @@ def check_keys(conf_dir: str, config_name: str, overrides: list) -> None:
             continue  # the key exists (possibly still ???), or it indexes into a list
         known = ", ".join(map(str, node.keys()))
         exit_with(f"unknown key '{key}' — '{parent}' has: {known} (to add a new key write +{key}=…).")
+
+
+def check_output_dir(args: list[str]) -> None:
+    """Exit with one line if the run dir cannot be created (Hydra would print a traceback)."""
+    import os
+
+    values = [a.split("=", 1)[1] for a in args
+              if a.startswith(("hydra.run.dir=", "hydra.sweep.dir=", "paths.output_dir="))]
+    target = values[-1] if values else "outputs"
+    if "${" in target:
+        return  # an interpolation: only Hydra knows where it points
+    folder = Path(target).expanduser().absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        exit_with(f"cannot create the run dir '{target}': '{folder}' is a file — set "
+                  "paths.output_dir to a folder.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        exit_with(f"cannot create the run dir '{target}': '{folder}' is not writable — set "
+                  "paths.output_dir to a folder you can write to.")

@@ -37,6 +37,8 @@ def finish_run(run_dir: Path, model, net, data, prepare, settings, result, extra
         "stop_reason": result.stop_reason,
         "skipped_files": len(data.skipped),
         "skipped": data.skipped,
+        "duplicates_across_splits": len(data.duplicates),
+        "duplicate_examples": data.duplicates[:10],
         "num_classes": len(data.classes),
         "train_size": len(data.train),
         "val_size": len(data.val),

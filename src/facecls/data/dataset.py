@@ -9,6 +9,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from facecls.data import leakage
 from facecls.data.decode import Preprocess, decode_images
 from facecls.data.sources import SPLITS, ImageList
 from facecls.data.split import assign_splits
@@ -39,6 +40,7 @@ class DataBundle:
     root: Path
     preprocess: Preprocess
     skipped: dict[str, str] = field(default_factory=dict)
+    duplicates: list[list[str]] = field(default_factory=list)  # same pixels in several splits
 
     def split(self, name: str) -> Split:
         return getattr(self, name)
@@ -80,6 +82,12 @@ def build_data(data_cfg: DictConfig, prep: Preprocess, cache_dir: str | Path | N
     labels = torch.tensor([images.labels[i] for i in kept], dtype=torch.int64)
     kept_splits = [splits[i] for i in kept]
     kept_files = [images.files[i] for i in kept]
+    hashes = leakage.pixel_hashes(pixels)
+    duplicates = leakage.cross_split_duplicates(hashes, kept_splits, kept_files)
+    dropped = leakage.leaking_rows(hashes, kept_splits) if data_cfg.get("drop_duplicates") else set()
+    leakage.report(duplicates, len(dropped))
+    kept_splits = [("dropped" if j in dropped else s) for j, s in enumerate(kept_splits)]
+    _warn_small_classes(images.classes, labels)
     parts = {}
     for name in SPLITS:
         rows = [j for j, s in enumerate(kept_splits) if s == name]
@@ -95,4 +103,12 @@ def build_data(data_cfg: DictConfig, prep: Preprocess, cache_dir: str | Path | N
              len(images.classes), len(parts["train"]), len(parts["val"]), len(parts["test"]),
              prep.size, prep.size, images.root)
     return DataBundle(**parts, classes=images.classes, root=images.root, preprocess=prep,
-                      skipped=skipped)
+                      skipped=skipped, duplicates=duplicates)
+
+
+def _warn_small_classes(classes: list[str], labels: torch.Tensor) -> None:
+    counts = torch.bincount(labels, minlength=len(classes)).tolist()
+    small = [f"{c} ({n})" for c, n in zip(classes, counts) if n < 3]
+    if small:
+        log.warning("Class(es) with fewer than 3 images cannot appear in train, val and test: %s — "
+                    "add images to them.", ", ".join(small))
