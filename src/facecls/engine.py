@@ -75,6 +75,7 @@ class LoopSettings:
     label_smoothing: float = 0.0
     progress: bool | None = None  # None: bars only on a terminal
     seed: int = 0
+    limit_batches: int | float | None = None  # per training epoch: a count, or a fraction of the batches
 
 
 @dataclass
@@ -159,6 +160,10 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
             result.stop_reason = "early_stopping"
             return result
     width = len(str(settings.max_epochs))
+    n_batches = math.ceil(len(data.train) / settings.batch_size)
+    limit = settings.limit_batches
+    if limit is not None:
+        n_batches = min(n_batches, max(1, int(limit) if limit >= 1 else math.ceil(n_batches * limit)))
     epochs = tqdm(range(start_epoch, settings.max_epochs + 1), desc="epochs", unit="ep",
                   disable=None if settings.progress is None else not settings.progress,
                   initial=start_epoch - 1, total=settings.max_epochs)
@@ -168,9 +173,10 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
         t0 = time.perf_counter()
         seen, loss_sum, correct = 0, 0.0, 0
         batches = tqdm(iterate_batches(data.train, settings.batch_size, shuffle=True, generator=order),
-                       total=math.ceil(len(data.train) / settings.batch_size), desc=f"epoch {epoch}",
-                       leave=False, unit="batch", disable=epochs.disable)
-        for x, y in batches:
+                       total=n_batches, desc=f"epoch {epoch}", leave=False, unit="batch", disable=epochs.disable)
+        for step, (x, y) in enumerate(batches):
+            if step == n_batches:
+                break
             x, y = prepare(x, train=True), y.to(settings.device, non_blocking=True)
             with autocast(settings):
                 logits = net(x)

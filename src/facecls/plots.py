@@ -48,7 +48,7 @@ def plot_confusion(matrix, classes: list[str], path: Path, title: str = "Test co
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    high = matrix.max() if matrix.numel() else 0
+    high = matrix.max() if matrix.size else 0
     if n <= 30:
         for i in range(n):
             for j in range(n):

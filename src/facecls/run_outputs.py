@@ -19,8 +19,10 @@ def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classe
     return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
-def finish_run(run_dir: Path, model, net, data, prepare, settings, result, extra: dict) -> dict:
-    """Reload the best weights, score the test split, write metrics.json and the figures."""
+def finish_run(run_dir: Path, model, net, data, prepare, settings, result, best_weights: dict | None,
+               extra: dict) -> dict:
+    """Reload the best weights (``best_weights`` or checkpoints/best.pt), score the test split,
+    write metrics.json and the figures."""
     from facecls.plots import plot_confusion, plot_curves
 
     best_path = run_dir / "checkpoints" / "best.pt"
@@ -44,12 +46,14 @@ def finish_run(run_dir: Path, model, net, data, prepare, settings, result, extra
         "val_size": len(data.val),
         "test_size": len(data.test),
     }
-    if best_path.exists():
-        model.load_state_dict(load_checkpoint(best_path, map_location=settings.device)["model"])
+    if best_weights is None and best_path.exists():
+        best_weights = load_checkpoint(best_path, map_location=settings.device)["model"]
+    if best_weights is not None:
+        model.load_state_dict(best_weights)
         test = evaluate(net, data.test, prepare, settings, return_predictions=True)
         metrics["test_acc"], metrics["test_loss"] = test["acc"], test["loss"]
         matrix = confusion_matrix(data.test.labels, test["predictions"], len(data.classes))
-        plot_confusion(matrix, data.classes, run_dir / "confusion_matrix.png",
+        plot_confusion(matrix.numpy(), data.classes, run_dir / "confusion_matrix.png",
                        title=f"Test confusion matrix (accuracy {test['acc']:.3f}, best epoch {result.best_epoch})")
     if result.history:
         plot_curves(result.history, result.best_epoch, run_dir / "curves.png")

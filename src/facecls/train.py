@@ -23,7 +23,8 @@ def loop_settings(cfg: DictConfig, device: torch.device):
     return LoopSettings(device=device, max_epochs=t.max_epochs, batch_size=t.batch_size,
                         eval_batch_size=t.eval_batch_size, amp=amp_flag(t.amp, device),
                         grad_clip=t.grad_clip, label_smoothing=t.label_smoothing,
-                        progress=progress_flag(t.progress), seed=cfg.seed)
+                        progress=progress_flag(t.progress), seed=cfg.seed,
+                        limit_batches=t.get("limit_batches"))
 
 
 def trainable_param_groups(model: torch.nn.Module, lr: float):
@@ -64,6 +65,9 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
         model = model.to(memory_format=torch.channels_last)
     augment = build_transform(cfg.aug.get("transforms"))
     prepare = BatchPreparer(prep, device, augment, channels_last)
+    if cfg.trainer.get("overfit_batches"):
+        # Sanity check (debug=overfit): a few fixed batches, also used as the validation set.
+        data = data.with_train_subset(cfg.trainer.overfit_batches * cfg.trainer.batch_size)
 
     net = model
     if hasattr(model, "cached_feature_data"):
@@ -86,7 +90,13 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     if resume:
         restore_training_state(resume, model, optimizer, scheduler, stopper)
 
+    best_in_memory: dict = {}
+
     def save(kind: str, epoch: int, result) -> None:
+        if not cfg.trainer.get("checkpoints", True):  # debug=fast: keep the best weights in memory only
+            if kind == "best":
+                best_in_memory.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+            return
         # Only last.pt carries what resuming needs (optimizer, scheduler, random states);
         # best.pt is for inference.
         resumable = kind == "last"
@@ -104,7 +114,7 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     with GracefulStop() as stop:
         result = fit(net, data, prepare, optimizer, scheduler, stopper, settings, run_dir, save,
                      stop=stop, resume=resume)
-    metrics = finish_run(run_dir, model, net, data, prepare, settings, result,
+    metrics = finish_run(run_dir, model, net, data, prepare, settings, result, best_in_memory or None,
                          extra={"num_params": n_params, "trainable_params": n_trainable,
                                 "device": str(device), "wall_seconds": time.perf_counter() - started})
     if result.stop_reason == "interrupted":

@@ -45,6 +45,14 @@ class DataBundle:
     def split(self, name: str) -> Split:
         return getattr(self, name)
 
+    def with_train_subset(self, n: int) -> "DataBundle":
+        """The first ``n`` training images as both train and val split (an overfitting check)."""
+        from dataclasses import replace
+
+        t = self.train
+        subset = Split(t.inputs[:n], t.labels[:n], t.files[:n])
+        return replace(self, train=subset, val=subset)
+
 
 def load_image_list(data_cfg: DictConfig) -> ImageList:
     """Instantiate the configured source (``data.source._target_``)."""

@@ -1,0 +1,94 @@
+"""Every report experiment composes (each sweep value too) and runs one tiny epoch; the
+debug modes do what they say; LFW gives its one-line instructions."""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from facecls.cli import config_dir, register_resolvers
+from facecls.errors import UserError
+
+EXPERIMENTS = sorted(p.stem for p in (Path(config_dir()) / "experiment").glob("*.yaml"))
+REPORT_SECTIONS = ["s1_2_baseline", "s1_3_pooling", "s1_4_dropout", "s1_4_weight_decay", "s1_4_early_stopping",
+                   "s1_4_lr_schedule", "s1_5_architecture", "s1_6_best", "s1_7_robustness", "s2_1_mlp",
+                   "s2_2_alexnet_feature", "s2_3_weights", "s2_4_alexnet_finetune", "s2_5_guided_backprop"]
+
+
+def tiny_overrides(root: Path, cache: Path, experiment: str) -> list[str]:
+    small = ["model.pretrained=false", "model.input_size=64", "+model.head=[16]"] if "alexnet" in experiment else \
+        ["model.input_size=16"] if "mlp" not in experiment and "weights" not in experiment else []
+    if "finetune" in experiment or "guided" in experiment:
+        small = ["model.pretrained=false", "model.input_size=64"]
+    return [f"experiment={experiment}", "debug=fast", "data=imagefolder", f"data.root={root}",
+            f"paths.cache_dir={cache}", *small]
+
+
+def compose_train(overrides: list[str], with_hydra: bool = False):
+    register_resolvers()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose("train", overrides=overrides, return_hydra_config=with_hydra)
+
+
+def sweep_combinations(cfg) -> list[list[str]]:
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    choices = [[f"{k}={v.strip()}" for v in str(values).split(",")] for k, values in params.items()]
+    return [list(c) for c in itertools.product(*choices)] or [[]]
+
+
+def test_every_report_section_has_an_experiment():
+    assert sorted(REPORT_SECTIONS) == EXPERIMENTS
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_and_runs_one_tiny_epoch(experiment, tiny_faces, tmp_path):
+    from facecls.train import run_training
+
+    base = tiny_overrides(tiny_faces, tmp_path / "cache", experiment)
+    if "head" in " ".join(base):
+        base = [o for o in base if not o.startswith("+model.head")] + ["model.head=[16]"]
+    combos = sweep_combinations(compose_train(base, with_hydra=True))
+    for combo in combos:  # every sweep value must compose
+        compose_train(base + combo)
+    job = compose_train(base + combos[0])
+    metrics = run_training(job, tmp_path / "run")
+    assert metrics["epochs_run"] == 1 and metrics["test_acc"] is not None
+    assert not (tmp_path / "run" / "checkpoints").exists()  # debug=fast writes no checkpoints
+
+
+def test_debug_overfit_reaches_full_train_accuracy(tiny_faces, tmp_path):
+    from facecls.train import run_training
+
+    cfg = compose_train(["debug=overfit", "data=imagefolder", f"data.root={tiny_faces}", "model.input_size=32",
+                         "trainer.batch_size=8", "trainer.progress=false", f"paths.cache_dir={tmp_path}"])
+    run_training(cfg, tmp_path / "run")
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    final_train_acc = float(history[-1].split(",")[3])
+    assert final_train_acc >= 0.99
+
+
+def test_lfw_missing_files_say_where_to_put_them(tmp_path):
+    from facecls.data.lfw import lfw_people
+
+    with pytest.raises(UserError, match=r"LFW not found under .*lfw-py.*lfw_funneled/<Person_Name>"):
+        lfw_people(tmp_path)
+    with pytest.raises(UserError, match="cannot be downloaded automatically"):
+        lfw_people(tmp_path, download=True)
+
+
+def test_lfw_extracted_folder_keeps_people_with_enough_faces(tmp_path, tiny_faces):
+    import shutil
+
+    from facecls.data.lfw import lfw_people
+
+    images = tmp_path / "lfw-py" / "lfw_funneled"
+    for n, person in [(5, "Ann_Lee"), (3, "Bo_Chen"), (1, "Cy_Dee"), (4, "Di_Eve")]:
+        (images / person).mkdir(parents=True)
+        for i, src in enumerate(sorted(next(tiny_faces.iterdir()).glob("*.jpg"))[:n]):
+            shutil.copy(src, images / person / f"{person}_{i + 1:04d}.jpg")
+    found = lfw_people(tmp_path, min_faces_per_person=3)
+    assert found.classes == ["Ann_Lee", "Bo_Chen", "Di_Eve"]
+    assert len(found.files) == 12 and found.files[0] == "Ann_Lee/Ann_Lee_0001.jpg"
