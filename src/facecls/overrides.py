@@ -61,9 +61,8 @@ def _first(override) -> str:
     """The override as `key=value` with a sweep reduced to its first value (enough to
     compose a config whose keys can be checked)."""
     value = _values(override)[0] if override.is_sweep_override() else override.value()
-    from omegaconf import OmegaConf
-
-    text = OmegaConf.to_yaml({"v": value}, resolve=False).strip()[3:] if isinstance(value, list) else value
+    # A list of group options (variation=[rotation,scale]) in Hydra's flow syntax.
+    text = f"[{','.join(map(str, value))}]" if isinstance(value, list) else value
     return f"{override.key_or_group}={text if value is not None else 'null'}"
 
 

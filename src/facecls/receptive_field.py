@@ -146,6 +146,10 @@ def receptive_fields(model: nn.Module, input_size: int | tuple[int, int], in_cha
         label = f"conv{convs}" if isinstance(m, nn.Conv2d) else f"pool{convs}"
         rows.append(FieldRow(label, call.name, type(m).__name__, g["kernel"], g["stride"], g["padding"],
                              g["dilation"], spatial_out, jump, rf, start))
+    wider = next((row for row in rows if any(r > n for r, n in zip(row.rf, size))), None)
+    if wider is not None:
+        notes.append(f"from {wider.label} on, a field ({_fmt(wider.rf)}) is larger than the {size[0]}×{size[1]} "
+                     "input: part of it lies in the padding.")
     if not rows and not notes:
         notes.append("no conv/pool layers: every unit of the first layer sees the whole input.")
     return FieldTable(size, rows, notes)
@@ -184,22 +188,12 @@ def table_csv(table: FieldTable) -> str:
     return buffer.getvalue()
 
 
-def _architecture_only(model_cfg):
-    """The model config with pretrained weights switched off: the field needs no weights."""
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.create(OmegaConf.to_container(model_cfg, resolve=True))
-    for key, off in (("pretrained", False), ("weights", None), ("weights_path", None)):
-        if key in cfg:
-            cfg[key] = off
-    return cfg
-
-
 @reports_user_errors
 def main(cfg) -> FieldTable:
     """`facecls rf model=… [input_size=…]` or `facecls rf ckpt=PATH`: print the table, write rf.csv."""
     from facecls.io import atomic_write_text
     from facecls.models import build_model, preprocess_for
+    from facecls.models.pretrained import skip_pretrained
 
     model_cfg, num_classes, out = cfg.model, cfg.num_classes, cfg.out
     if cfg.ckpt:
@@ -211,7 +205,9 @@ def main(cfg) -> FieldTable:
         model_cfg = OmegaConf.create(ckpt["config"]["model"])
         num_classes = len(ckpt["classes"])
         out = out or run_dir_of(Path(cfg.ckpt))
-    model_cfg = _architecture_only(model_cfg)
+    model_cfg = skip_pretrained(model_cfg)  # the field needs the architecture only, no weights
+    if cfg.input_size and "input_size" in model_cfg:
+        model_cfg.input_size = cfg.input_size  # a model sized for the input (its FC layers follow it)
     size = cfg.input_size or preprocess_for(model_cfg).size
     if not isinstance(size, int) or size < 1:
         raise UserError(f"input_size={size} is invalid — give a whole number of pixels, e.g. input_size=224.")

@@ -1,0 +1,221 @@
+"""`facecls robustness ckpt=PATH`: accuracy of a trained model on changed val/test images
+(report section 1.7) — colour jitter, blur, perspective, rotation, translation, scale.
+
+Each variation is a yaml in conf/variation/ holding torchvision.transforms.v2 classes. The
+transform is applied to every uint8 image on its own (its own random draw) before the
+model's normalisation, exactly where training augmentation would be. Torch's RNG is reset
+to ``seed`` before every variation and split, so a run repeats to the last digit.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import dataclass
+from numbers import Number
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from facecls.errors import UserError, reports_user_errors
+
+log = logging.getLogger(__name__)
+
+CSV_COLUMNS = ["variation", "parameter", "value", "split", "accuracy", "loss", "drop"]
+RESERVED = ("sweep", "transforms")
+
+
+@dataclass
+class Setting:
+    """One evaluated setting of a variation (a sweep has one per value)."""
+
+    variation: str
+    parameter: str        # e.g. 'sigma=2' or 'degrees=45'
+    value: object         # the swept value, or None when the variation is not swept
+    transform: object     # a torchvision.transforms.v2 transform
+    swept: bool = False
+
+
+def _describe(node: DictConfig) -> str:
+    values = [f"{k}={OmegaConf.to_container(v) if isinstance(v, (DictConfig, ListConfig)) else v}"
+              for k, v in node.items() if k not in RESERVED]
+    return " ".join(values) or "-"
+
+
+def variation_settings(variations: DictConfig) -> list[Setting]:
+    """Expand the `variation` config into settings, building each one's transform."""
+    from facecls.data.batches import build_transform
+
+    settings = []
+    for name in variations:
+        node = variations[name]
+        if name == "clean":
+            raise UserError("a variation may not be called 'clean' (the name of the unchanged scores) — rename it.")
+        if not isinstance(node, DictConfig) or "transforms" not in node:
+            raise UserError(f"variation '{name}' has no transforms list — see conf/variation/rotation.yaml "
+                            "for the layout of a variation file.")
+        sweep = node.get("sweep")
+        if sweep is not None and sweep not in node:
+            raise UserError(f"variation.{name}.sweep={sweep} names no key of the variation — use one of: "
+                            f"{', '.join(k for k in node if k not in RESERVED)} (or null).")
+        raw = OmegaConf.to_container(node, resolve=False)
+        values = [None] if sweep is None else raw[sweep] if isinstance(raw[sweep], list) else [raw[sweep]]
+        for value in values:
+            # A standalone copy with one value in place of the list, so the relative
+            # interpolations of `transforms` (${...sigma}) resolve to that value.
+            single = OmegaConf.create({name: raw})
+            if value is not None:
+                single[name][sweep] = value
+            try:
+                transform = build_transform(single[name].transforms)
+            except Exception as err:
+                cause = err.__cause__ or err
+                raise UserError(f"variation '{name}'{f' ({sweep}={value})' if value is not None else ''} cannot "
+                                f"be built: {str(cause).splitlines()[0][:160]} — fix conf/variation/{name}.yaml "
+                                "or the override.") from None
+            parameter = f"{sweep}={value}" if value is not None else _describe(single[name])
+            settings.append(Setting(name, parameter, value, transform, swept=value is not None and len(values) > 1))
+    return settings
+
+
+def evaluate_under(run, split, transform, settings, seed: int) -> dict:
+    """Loss and accuracy on ``split`` with ``transform`` applied per image, RNG seeded first."""
+    from facecls.data.batches import BatchPreparer
+    from facecls.engine import evaluate
+
+    changed = BatchPreparer(run.data.preprocess, run.device, augment=transform,
+                            channels_last=run.prepare.channels_last)
+    torch.manual_seed(seed)
+    return evaluate(run.model, split, lambda x, train=False: changed(x, train=True), settings)
+
+
+def robustness_rows(run, variations: DictConfig, splits: list[str], settings, seed: int) -> list[dict]:
+    """Clean rows first, then one row per (variation setting, split)."""
+    from facecls.engine import evaluate
+
+    clean, rows = {}, []
+    for split_name in splits:
+        result = evaluate(run.model, run.data.split(split_name), run.prepare, settings)
+        clean[split_name] = result["acc"]
+        rows.append({"variation": "clean", "parameter": "-", "value": None, "split": split_name,
+                     "accuracy": result["acc"], "loss": result["loss"], "drop": 0.0, "swept": False})
+    for setting in variation_settings(variations):
+        for split_name in splits:
+            try:
+                result = evaluate_under(run, run.data.split(split_name), setting.transform, settings, seed)
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise UserError(f"variation '{setting.variation}' ({setting.parameter}) failed on the images: "
+                                f"{str(err).splitlines()[0][:160]} — its transforms get and must return uint8 "
+                                "3×H×W images (wrap float-only ones in v2.ToDtype).") from None
+            rows.append({"variation": setting.variation, "parameter": setting.parameter, "value": setting.value,
+                         "split": split_name, "accuracy": result["acc"], "loss": result["loss"],
+                         "drop": clean[split_name] - result["acc"], "swept": setting.swept})
+    return rows
+
+
+def rows_csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in rows:
+        writer.writerow([r["variation"], r["parameter"], "" if r["value"] is None else r["value"], r["split"],
+                         repr(r["accuracy"]), repr(r["loss"]), repr(r["drop"])])
+    return buffer.getvalue()
+
+
+def check_splits(splits) -> list[str]:
+    names = [str(s) for s in (splits if isinstance(splits, (list, ListConfig)) else [splits])]
+    bad = [s for s in names if s not in ("train", "val", "test")]
+    if bad or not names:
+        raise UserError(f"splits={names} — use a list of train, val, test (e.g. splits=[val,test]).")
+    return names
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, Number) and not isinstance(value, bool)
+
+
+def plot_robustness(rows: list[dict], splits: list[str], path: Path) -> Path:
+    """Bars for single settings and one curve panel per swept variation; clean accuracy as lines."""
+    from facecls.plots import plt, save_figure
+
+    clean = {r["split"]: r["accuracy"] for r in rows if r["variation"] == "clean"}
+    singles = [r for r in rows if r["variation"] != "clean" and not r["swept"]]
+    swept = list(dict.fromkeys(r["variation"] for r in rows if r["swept"]))
+    panels = (1 if singles else 0) + len(swept)
+    fig, axes = plt.subplots(1, max(panels, 1), figsize=(max(5.0, 1.1 * len(singles) / len(splits) + 2.5) if singles
+                                                          else 4.5, 4), squeeze=False)
+    axes = list(axes[0])
+    colours = {s: f"C{i}" for i, s in enumerate(splits)}
+    width = 0.8 / len(splits)
+
+    def clean_lines(ax):
+        for s in splits:
+            ax.axhline(clean[s], color=colours[s], linestyle="--", linewidth=1, label=f"clean {s} ({clean[s]:.2f})")
+
+    if singles or not swept:
+        ax = axes.pop(0)
+        names = list(dict.fromkeys((r["variation"], r["parameter"]) for r in singles))
+        for k, s in enumerate(splits):
+            heights = [next(r["accuracy"] for r in singles if (r["variation"], r["parameter"]) == n and r["split"] == s)
+                       for n in names]
+            ax.bar([i + (k - (len(splits) - 1) / 2) * width for i in range(len(names))], heights, width,
+                   color=colours[s], label=s)
+        ax.set_xticks(range(len(names)), [n[0] for n in names], rotation=30, ha="right")
+        clean_lines(ax)
+        ax.set_title("accuracy under each variation")
+    for name in swept:
+        ax = axes.pop(0)
+        sweep_rows = [r for r in rows if r["variation"] == name]
+        values = list(dict.fromkeys(str(r["value"]) for r in sweep_rows))
+        numeric = all(_is_number(r["value"]) for r in sweep_rows)
+        for s in splits:
+            points = [r for r in sweep_rows if r["split"] == s]
+            xs = [r["value"] for r in points] if numeric else [values.index(str(r["value"])) for r in points]
+            ax.plot(xs, [r["accuracy"] for r in points], marker="o", color=colours[s], label=s)
+        if not numeric:
+            ax.set_xticks(range(len(values)), values)
+        clean_lines(ax)
+        ax.set_xlabel(sweep_rows[0]["parameter"].split("=")[0])
+        ax.set_title(name)
+    for ax in fig.axes:
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3, axis="y")
+    fig.axes[-1].legend(fontsize=7, loc="lower left")
+    return save_figure(fig, path)
+
+
+@reports_user_errors
+def main(cfg: DictConfig) -> list[dict]:
+    from facecls.engine import LoopSettings
+    from facecls.io import atomic_write_text
+    from facecls.loading import load_run
+    from facecls.runtime import amp_flag
+
+    splits = check_splits(cfg.splits)
+    variations = cfg.get("variation")
+    if not variations:
+        raise UserError("no variation chosen — pick some, e.g. variation=[rotation,gaussian_blur].")
+    variation_settings(variations)  # a broken variation fails here, before the data is loaded
+    run = load_run(cfg.ckpt, cfg.trainer.device, cfg.data.root, cfg.paths.cache_dir)
+    trained = run.config.trainer
+    settings = LoopSettings(device=run.device, max_epochs=1, batch_size=1,
+                            eval_batch_size=cfg.trainer.eval_batch_size or trained.eval_batch_size,
+                            amp=amp_flag(trained.get("amp", False), run.device))
+    rows = robustness_rows(run, variations, splits, settings, int(cfg.seed))
+    out = Path(cfg.out).expanduser() if cfg.out else run.run_dir
+    table = atomic_write_text(out / "robustness.csv", rows_csv(rows))
+    png = plot_robustness(rows, splits, out / "robustness.png")
+    width = max(len(f"{r['variation']} {r['parameter']}") for r in rows)
+    clean = {r["split"]: r["accuracy"] for r in rows if r["variation"] == "clean"}
+    for key in dict.fromkeys((r["variation"], r["parameter"]) for r in rows):
+        cells = [r for r in rows if (r["variation"], r["parameter"]) == key]
+        scores = "  ".join(f"{r['split']} {r['accuracy']:.4f}" + ("" if key[0] == "clean" else
+                                                                 f" ({r['accuracy'] - clean[r['split']]:+.4f})")
+                           for r in cells)
+        log.info("%s  %s", f"{key[0]} {key[1]}".ljust(width), scores)
+    log.info("→ %s, %s", table, png)
+    return rows
+

@@ -1,0 +1,34 @@
+"""`facecls visualize <kind> ckpt=PATH`: look inside a trained model.
+
+Kinds (one module each): ``weights`` (first-layer weights as images), ``predictions`` (a
+gallery of correct and false predictions) and ``attribution`` (guided backprop, Grad-CAM,
+integrated gradients). Figures and their numbers go into the run dir or ``out=DIR``.
+"""
+from __future__ import annotations
+
+import importlib
+
+from omegaconf import DictConfig, OmegaConf
+
+from facecls.errors import UserError, reports_user_errors
+
+# kind → (module, function(cfg, run, out))
+KINDS = {
+    "weights": ("facecls.visualize.weights", "run_weights"),
+    "predictions": ("facecls.visualize.predictions", "run_predictions"),
+    "attribution": ("facecls.visualize.attribution", "run_attribution"),
+}
+
+
+@reports_user_errors
+def main(cfg: DictConfig):
+    kind = OmegaConf.select(cfg, "kind", throw_on_missing=False)
+    if kind not in KINDS:
+        what = f"'{kind}' is not a kind of picture" if kind else "say what to draw"
+        raise UserError(f"{what} — use: facecls visualize {'|'.join(KINDS)} ckpt=PATH.")
+    from facecls.loading import load_run
+    from facecls.visualize.common import output_dir
+
+    run = load_run(cfg.ckpt, cfg.trainer.device, cfg.data.root, cfg.paths.cache_dir)
+    module, function = KINDS[kind]
+    return getattr(importlib.import_module(module), function)(cfg, run, output_dir(cfg, run))

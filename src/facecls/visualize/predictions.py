@@ -1,0 +1,108 @@
+"""`facecls visualize predictions`: a gallery of correct and false predictions
+(report section 2.4, Figs. 8 and 9) — each image with its true name, the predicted name
+and the model's confidence. The images are drawn at random with a fixed seed (the same
+command shows the same images), or named with ``image=``."""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+
+import torch
+
+from facecls.errors import UserError
+from facecls.plots import plt, save_figure
+from facecls.visualize.common import Picked, check_split, class_name, pick_images, predict, to_picture
+
+log = logging.getLogger(__name__)
+
+CSV_COLUMNS = ["row", "index", "file", "true", "predicted", "confidence", "correct"]
+
+
+def sample_indices(correct: torch.Tensor, count: int, seed: int) -> tuple[list[int], list[int]]:
+    """Up to ``count`` correct and ``count`` false indices, drawn reproducibly from ``seed``."""
+    generator = torch.Generator().manual_seed(int(seed))
+    chosen = []
+    for mask in (correct, ~correct):
+        pool = mask.nonzero().flatten()
+        order = torch.randperm(len(pool), generator=generator)[:count]
+        chosen.append(sorted(pool[order].tolist()))
+    return chosen[0], chosen[1]
+
+
+def gallery(rows: list[tuple[str, list[dict]]], classes: list[str]):
+    """One row of panels per (heading, entries); each entry: picture, true, predicted, confidence."""
+    cols = max(1, max(len(entries) for _, entries in rows))
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.3 * cols, 2.7 * len(rows)), squeeze=False)
+    for r, (heading, entries) in enumerate(rows):
+        for ax in axes[r]:
+            ax.axis("off")
+        if not entries:
+            axes[r][0].text(0, 0.5, f"{heading}: none", fontsize=10, transform=axes[r][0].transAxes)
+            continue
+        for ax, e in zip(axes[r], entries):
+            ax.imshow(e["picture"], interpolation="nearest")
+            right = e["true"] is not None and e["true"] == e["predicted"]
+            colour = "green" if right else ("red" if e["true"] is not None else "black")
+            ax.set_title(f"true: {class_name(classes, e['true'])}\npredicted: {classes[e['predicted']]}\n"
+                         f"confidence {e['confidence']:.2f}", fontsize=8, color=colour)
+        axes[r][0].text(-0.08, 0.5, heading, rotation=90, va="center", ha="right", fontsize=10,
+                        transform=axes[r][0].transAxes)
+    return fig
+
+
+def _entries(picked: list[Picked], predicted: torch.Tensor, confidence: torch.Tensor) -> list[dict]:
+    return [{"picture": to_picture(p.pixels), "true": p.label, "predicted": int(predicted[k]),
+             "confidence": float(confidence[k]), "file": p.name, "index": p.index} for k, p in enumerate(picked)]
+
+
+def prediction_gallery(run, split_name: str, count: int, seed: int, image=None, batch_size: int = 256):
+    """Build the gallery figure and its rows (for the CSV)."""
+    from facecls.engine import LoopSettings, evaluate
+
+    check_split(split_name)
+    if image is not None:
+        picked = pick_images(image, run, split_name)
+        predicted, confidence = predict(run.model, run.prepare, torch.stack([p.pixels for p in picked]))
+        rows = [("chosen images", _entries(picked, predicted, confidence))]
+    else:
+        if not isinstance(count, int) or count < 1:
+            raise UserError(f"count={count} is invalid — give a whole number >= 1 (images per row).")
+        split = run.data.split(split_name)
+        settings = LoopSettings(device=run.device, max_epochs=1, batch_size=1, eval_batch_size=batch_size)
+        result = evaluate(run.model, split, run.prepare, settings, return_predictions=True)
+        correct = result["predictions"] == split.labels
+        rows = []
+        for heading, indices in zip(("correct", "false"), sample_indices(correct, count, seed)):
+            picked = pick_images(indices, run, split_name) if indices else []
+            rows.append((heading, _entries(picked, result["predictions"][indices], result["confidence"][indices])))
+        log.info("%s split: %d of %d predictions correct (accuracy %.4f)", split_name, int(correct.sum()),
+                 len(split), result["acc"])
+    return gallery(rows, run.classes), rows
+
+
+def rows_csv(rows, classes: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for heading, entries in rows:
+        for e in entries:
+            writer.writerow([heading, "" if e["index"] is None else e["index"], e["file"],
+                             class_name(classes, e["true"]), classes[e["predicted"]], f"{e['confidence']:.6f}",
+                             "" if e["true"] is None else int(e["true"] == e["predicted"])])
+    return buffer.getvalue()
+
+
+def run_predictions(cfg, run, out) -> dict:
+    """`facecls visualize predictions`: write predictions.png and predictions.csv."""
+    from facecls.io import atomic_write_text
+
+    fig, rows = prediction_gallery(run, cfg.split, cfg.count, cfg.seed, cfg.image, cfg.trainer.eval_batch_size)
+    png = save_figure(fig, out / "predictions.png")
+    table = atomic_write_text(out / "predictions.csv", rows_csv(rows, run.classes))
+    counts = ", ".join(f"{len(entries)} {heading}" for heading, entries in rows)
+    for heading, entries in rows:
+        if cfg.image is None and len(entries) < cfg.count:
+            log.info("only %d %s prediction(s) in the %s split", len(entries), heading, cfg.split)
+    log.info("gallery of %s → %s, %s", counts, png, table)
+    return {"rows": {heading: len(entries) for heading, entries in rows}}

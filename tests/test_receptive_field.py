@@ -1,0 +1,118 @@
+"""Receptive-field arithmetic: AlexNet's known values, the report's 1.1 answer, a strided and
+dilated toy net checked by hand and by gradients, and the layers it must not guess."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from conftest import run_cli
+from facecls.models.convnet import ConvNet
+from facecls.models.mlp import MLP
+from facecls.receptive_field import receptive_fields
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def by_label(table):
+    return {row.label: row for row in table.rows}
+
+
+def test_torchvision_alexnet_at_224_matches_the_known_fields():
+    table = receptive_fields(torchvision.models.alexnet(weights=None), 224)
+    rows = by_label(table)
+    assert list(rows) == ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5"]
+    assert [rows[k].rf[0] for k in rows] == [11, 19, 51, 67, 99, 131, 163, 195]
+    assert [rows[k].jump[0] for k in rows] == [4, 8, 8, 16, 16, 16, 16, 32]
+    assert [rows[k].output for k in rows] == [(55, 55), (27, 27), (27, 27), (13, 13), (13, 13), (13, 13),
+                                              (13, 13), (6, 6)]
+    assert rows["conv5"].layer == "features.10" and rows["pool5"].type == "MaxPool2d"
+    assert table.notes == []  # the adaptive pool keeps 6×6 at 224: nothing to report
+
+
+def test_report_1_1_two_stacked_convs_give_7x7():
+    # A 5×5 conv then a 3×3 conv: a Z2 unit sees 3×3 of Z1, which sees 7×7 of the image.
+    rows = by_label(receptive_fields(ConvNet(3, input_size=32, kernel_size=[5, 3]), 32))
+    assert rows["conv1"].rf == (5, 5) and rows["conv2"].rf == (7, 7)
+    # The other reading of the question (3×3 stride 2, then 3×3) gives 7×7 as well.
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.Conv2d(4, 4, 3))
+    assert by_label(receptive_fields(net, 32))["conv2"].rf == (7, 7)
+
+
+def toy_net():
+    return nn.Sequential(nn.Conv2d(1, 1, 3, stride=2, padding=1), nn.ReLU(),
+                         nn.Conv2d(1, 1, 3, dilation=2), nn.AvgPool2d(2))
+
+
+def test_strided_dilated_toy_case_by_hand():
+    rows = receptive_fields(toy_net(), 32, in_channels=1).rows
+    # conv1: k 3, s 2, p 1 → r 3, j 2, start 0.5 + (1 − 1)·1 = 0.5, out (32+2−3)//2+1 = 16
+    # conv2: k_eff 2·2+1 = 5 → r 3 + 4·2 = 11, j 2, start 0.5 + (2 − 0)·2 = 4.5, out 16−4 = 12
+    # pool:  k 2, s 2 → r 11 + 1·2 = 13, j 4, start 4.5 + 0.5·2 = 5.5, out 6
+    assert [(r.rf[0], r.jump[0], r.start[0], r.output[0]) for r in rows] == [
+        (3, 2, 0.5, 16), (11, 2, 4.5, 12), (13, 4, 5.5, 6)]
+    assert rows[1].dilation == (2, 2) and rows[0].padding == (1, 1)
+
+
+def test_field_equals_the_gradient_footprint_of_one_unit():
+    """Independent check: the input pixels that reach one (interior) output unit."""
+    net = toy_net()
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.constant_(m.weight, 1.0)  # positive weights: no cancellation in the gradient
+    rows = receptive_fields(net, 32, in_channels=1).rows
+    x = torch.rand(1, 1, 32, 32, requires_grad=True) + 1.0  # positive input: every ReLU passes
+    x.retain_grad()
+    y = net(x)
+    i = 3  # an interior unit, clear of the padding
+    y[0, 0, i, i].backward()
+    rows_hit = x.grad[0, 0].abs().sum(1).nonzero().flatten()
+    assert len(rows_hit) == rows[-1].rf[0] == 13
+    # its field starts at start + i·jump − (rf − 1)/2 (pixel i spans [i, i+1))
+    first = rows[-1].start[0] + i * rows[-1].jump[0] - rows[-1].rf[0] / 2
+    assert rows_hit[0].item() == first
+
+
+def test_layers_it_cannot_reason_about_are_named_not_guessed():
+    squash = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    table = receptive_fields(squash, 16)
+    assert [r.label for r in table.rows] == ["conv1"]
+    assert len(table.notes) == 1 and "1 (AdaptiveAvgPool2d)" in table.notes[0]
+
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)
+
+        def forward(self, x):
+            return self.b(nn.functional.max_pool2d(self.a(x), 2))  # invisible to module hooks
+
+    table = receptive_fields(Functional(), 16)
+    assert [r.layer for r in table.rows] == ["a"] and "outside any module" in table.notes[0]
+
+    mlp = receptive_fields(MLP(3, input_size=8), 8)
+    assert mlp.rows == [] and "whole input" in mlp.notes[0]
+
+
+def test_cli_prints_the_table_and_writes_rf_csv(tmp_path, cache_env):
+    proc = run_cli("rf", "model=convnet", "model.kernel_size=[5,3]", "model.pool=true", "input_size=32",
+                   f"out={tmp_path / 'rf'}", cwd=tmp_path, env=cache_env)
+    with open(tmp_path / "rf" / "rf.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["label"], r["rf"], r["jump"], r["output"]) for r in rows] == [
+        ("conv1", "5", "1", "28×28"), ("pool1", "6", "2", "14×14"), ("conv2", "10", "2", "12×12"),
+        ("pool2", "12", "4", "6×6")]
+    assert "pool2 (features.5) sees a 12×12 patch" in proc.stdout + proc.stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "rf"]  # nothing else lands in the working dir
+
+
+@pytest.mark.skipif(not (CONF / "model" / "alexnet_feature.yaml").is_file(), reason="no AlexNet configs")
+def test_cli_on_alexnet_feature_needs_no_weights(tmp_path, cache_env):
+    env = dict(cache_env, FACECLS_OFFLINE="1", TORCH_HOME=str(tmp_path / "no-weights"))
+    run_cli("rf", "model=alexnet_feature", "model.cut=pool5", f"out={tmp_path}", cwd=tmp_path, env=env)
+    with open(tmp_path / "rf.csv", newline="") as f:
+        assert [int(r["rf"]) for r in csv.DictReader(f)] == [11, 19, 51, 67, 99, 131, 163, 195]

@@ -1,0 +1,122 @@
+"""`facecls robustness`: variations built from conf/variation, exact repeats, identity = clean."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from PIL import Image
+from torchvision.transforms import v2
+
+from conftest import run_cli
+from facecls.errors import UserError
+from facecls.robustness import evaluate_under, variation_settings
+from tiny_runs import train_runs
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_faces):
+    base = tmp_path_factory.mktemp("robustness")
+    ckpts, env = train_runs(base, tiny_faces, ["convnet"])
+    return ckpts["convnet"], env
+
+
+def variations(*overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("robustness", overrides=["ckpt=x", *overrides]).variation
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_cli_identity_equals_clean_and_two_runs_are_identical(trained, tmp_path):
+    ckpt, env = trained
+    args = ["robustness", f"ckpt={ckpt}", "variation=[identity,gaussian_blur,rotation]",
+            "variation.gaussian_blur.sigma=[0.5,2]"]
+    proc = run_cli(*args, f"out={tmp_path / 'a'}", cwd=tmp_path, env=env)
+    run_cli(*args, f"out={tmp_path / 'b'}", cwd=tmp_path, env=env)
+    first = (tmp_path / "a" / "robustness.csv").read_text()
+    assert first == (tmp_path / "b" / "robustness.csv").read_text()  # seeded: repeats exactly
+    rows = read_rows(tmp_path / "a" / "robustness.csv")
+    assert list(rows[0]) == ["variation", "parameter", "value", "split", "accuracy", "loss", "drop"]
+    assert [(r["variation"], r["parameter"], r["split"]) for r in rows] == [
+        ("clean", "-", "val"), ("clean", "-", "test"), ("identity", "-", "val"), ("identity", "-", "test"),
+        ("gaussian_blur", "sigma=0.5", "val"), ("gaussian_blur", "sigma=0.5", "test"),
+        ("gaussian_blur", "sigma=2", "val"), ("gaussian_blur", "sigma=2", "test"),
+        ("rotation", "degrees=45", "val"), ("rotation", "degrees=45", "test")]
+    clean = {r["split"]: r for r in rows if r["variation"] == "clean"}
+    for r in rows:
+        assert float(r["drop"]) == pytest.approx(float(clean[r["split"]]["accuracy"]) - float(r["accuracy"]))
+        if r["variation"] == "identity":
+            assert (r["accuracy"], r["loss"], r["drop"]) == (clean[r["split"]]["accuracy"], clean[r["split"]]["loss"], "0.0")
+    blur = [r for r in rows if r["variation"] == "gaussian_blur"]
+    assert len({r["loss"] for r in blur}) == 4  # every blur changes the scores
+    with Image.open(tmp_path / "a" / "robustness.png") as im:
+        assert im.format == "PNG" and im.size[0] > 400  # bars + the sigma curve
+    assert "gaussian_blur sigma=2" in proc.stdout + proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # nothing else in the working dir
+
+
+def test_unknown_variation_is_one_line_listing_the_choices(tmp_path, cache_env):
+    proc = run_cli("robustness", "ckpt=x.pt", "variation=[rotation,fisheye]", cwd=tmp_path, env=cache_env,
+                   check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown variation 'fisheye'" in lines[0]
+    for name in ("colorjitter", "gaussian_blur", "identity", "perspective", "rotation", "scale", "translate"):
+        assert name in lines[0]
+
+
+def test_default_variations_build_the_report_transforms():
+    settings = variation_settings(variations())
+    assert [s.variation for s in settings] == ["colorjitter"] + ["gaussian_blur"] * 4 + [
+        "perspective", "rotation", "translate", "scale"]
+    blur = [s.transform.transforms[0] for s in settings if s.variation == "gaussian_blur"]
+    assert [b.sigma for b in blur] == [[0.5, 0.5], [1.0, 1.0], [2.0, 2.0], [4.0, 4.0]]
+    assert all(s.swept for s in settings if s.variation == "gaussian_blur")
+    by_name = {s.variation: s.transform.transforms[0] for s in settings}
+    assert isinstance(by_name["rotation"], v2.RandomRotation) and by_name["rotation"].degrees == [-45.0, 45.0]
+    assert by_name["translate"].translate == [0.2, 0.2] and by_name["scale"].scale == [0.7, 1.3]
+    assert by_name["perspective"].distortion_scale == 0.5 and by_name["colorjitter"].hue == (-0.1, 0.1)
+    swept = variation_settings(variations("variation=[rotation]", "variation.rotation.degrees=[10,20]"))
+    assert [(s.parameter, s.transform.transforms[0].degrees) for s in swept] == [
+        ("degrees=10", [-10.0, 10.0]), ("degrees=20", [-20.0, 20.0])]
+
+
+def test_broken_variations_are_user_errors():
+    cfg = variations("variation=[rotation]")
+    cfg.rotation.sweep = "angle"
+    with pytest.raises(UserError, match="sweep=angle names no key.*degrees"):
+        variation_settings(cfg)
+    cfg = variations("variation=[gaussian_blur]", "variation.gaussian_blur.kernel_size=4")
+    with pytest.raises(UserError, match="gaussian_blur' \\(sigma=0.5\\) cannot be built.*odd"):
+        variation_settings(cfg)
+    with pytest.raises(UserError, match="no transforms list"):
+        variation_settings(OmegaConf.create({"mine": {"sweep": None}}))
+
+
+def test_seed_fixes_the_random_draws_and_each_image_gets_its_own(trained):
+    from facecls.engine import LoopSettings
+    from facecls.loading import load_run
+
+    ckpt, env = trained
+    run = load_run(ckpt, "cpu", None, env["FACECLS_CACHE_DIR"], progress=False)
+    settings = LoopSettings(device=run.device, max_epochs=1, batch_size=1, eval_batch_size=8)
+    rotate = v2.RandomRotation(90)
+    a = evaluate_under(run, run.data.val, rotate, settings, seed=1)
+    assert a == evaluate_under(run, run.data.val, rotate, settings, seed=1)
+    assert a["loss"] != evaluate_under(run, run.data.val, rotate, settings, seed=2)["loss"]
+    # Per image: two copies of one image in one batch are rotated differently.
+    from facecls.data.batches import BatchPreparer
+
+    twice = run.data.val.inputs[:1].repeat(2, 1, 1, 1)
+    torch.manual_seed(0)
+    out = BatchPreparer(run.data.preprocess, run.device, augment=rotate)(twice, train=True)
+    assert not torch.equal(out[0], out[1])
