@@ -8,6 +8,7 @@ reported quickly.
 from __future__ import annotations
 
 import importlib
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "visualize": ("facecls.visualize", "visualize"),
     "robustness": ("facecls.robustness", "robustness"),
     "summarize": ("facecls.summarize", "summarize"),
+    "report": ("facecls.report", "report"),
 }
 
 USAGE = """usage: facecls <command> [overrides] [hydra options]
@@ -33,6 +35,7 @@ commands:
   visualize   look inside a trained model: facecls visualize weights|predictions|attribution ckpt=PATH
   robustness  accuracy under data variations (blur, rotation, …): facecls robustness ckpt=PATH
   summarize   compare runs (a sweep): table + plots: facecls summarize outputs/multirun/<date>/<time>_<id>
+  report      run every experiment of the course report, write report.md: facecls report out=DIR
 
 `facecls <command> --help` lists its config groups and options."""
 
@@ -94,6 +97,10 @@ def main(argv: list[str] | None = None) -> None:
         from facecls.resume import expand_resume_args
 
         rest = expand_resume_args(rest)
+    if command == "train" and os.environ.get("RANK", "0") != "0":
+        from facecls.distributed import worker_rank_args
+
+        rest = worker_rank_args(rest)  # torchrun: only rank 0 writes the run dir
     from facecls.overrides import check_output_dir, check_overrides
 
     check_overrides(config_dir(), config_name, rest)

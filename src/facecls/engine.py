@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from facecls.data.batches import iterate_batches
+from facecls.distributed import SINGLE, DistContext
 from facecls.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class LoopSettings:
     progress: bool | None = None  # None: bars only on a terminal
     seed: int = 0
     limit_batches: int | float | None = None  # per training epoch: a count, or a fraction of the batches
+    dist: DistContext = SINGLE  # DDP: this process's rank; batch_size is then the per-process batch
 
 
 @dataclass
@@ -99,11 +101,14 @@ def autocast(settings: LoopSettings):
 @torch.inference_mode()
 def evaluate(net: nn.Module, split, prepare: Callable, settings: LoopSettings,
              return_predictions: bool = False):
-    """Mean loss and accuracy over a split (and optionally every prediction and its probability)."""
+    """Mean loss and accuracy over a split (and optionally every prediction and its probability).
+    Under DDP each rank scores its share and the sums are all-reduced (not with predictions:
+    those need every image in this process)."""
     was_training = net.training
     net.eval()
-    total_loss, correct, preds, probs = 0.0, 0, [], []
-    for x, y in iterate_batches(split, settings.eval_batch_size):
+    dist = SINGLE if return_predictions else settings.dist
+    total_loss, correct, count, preds, probs = 0.0, 0, 0, [], []
+    for x, y in iterate_batches(split, settings.eval_batch_size, rank=dist.rank, world_size=dist.world_size):
         y = y.to(settings.device, non_blocking=True)
         with autocast(settings):
             logits = net(prepare(x, train=False))
@@ -111,11 +116,13 @@ def evaluate(net: nn.Module, split, prepare: Callable, settings: LoopSettings,
         total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
         p, pred = logits.softmax(1).max(1)
         correct += (pred == y).sum().item()
+        count += len(y)
         if return_predictions:
             preds.append(pred.cpu())
             probs.append(p.cpu())
     net.train(was_training)
-    n = max(len(split), 1)
+    total_loss, correct, count = dist.sum(total_loss, correct, count)
+    n = max(count, 1)
     result = {"loss": total_loss / n, "acc": correct / n}
     if return_predictions:
         result["predictions"] = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
@@ -160,7 +167,7 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
             result.stop_reason = "early_stopping"
             return result
     width = len(str(settings.max_epochs))
-    n_batches = math.ceil(len(data.train) / settings.batch_size)
+    n_batches = math.ceil(math.ceil(len(data.train) / settings.dist.world_size) / settings.batch_size)
     limit = settings.limit_batches
     if limit is not None:
         n_batches = min(n_batches, max(1, int(limit) if limit >= 1 else math.ceil(n_batches * limit)))
@@ -172,7 +179,8 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
     for epoch in epochs:
         t0 = time.perf_counter()
         seen, loss_sum, correct = 0, 0.0, 0
-        batches = tqdm(iterate_batches(data.train, settings.batch_size, shuffle=True, generator=order),
+        batches = tqdm(iterate_batches(data.train, settings.batch_size, shuffle=True, generator=order,
+                                      rank=settings.dist.rank, world_size=settings.dist.world_size),
                        total=n_batches, desc=f"epoch {epoch}", leave=False, unit="batch", disable=epochs.disable)
         for step, (x, y) in enumerate(batches):
             if step == n_batches:
@@ -181,7 +189,7 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
             with autocast(settings):
                 logits = net(x)
                 loss = criterion(logits.float(), y)
-            if not torch.isfinite(loss):
+            if settings.dist.any(not torch.isfinite(loss)):  # DDP: every rank stops on the same step
                 result.stop_reason = "diverged"
                 break
             optimizer.zero_grad(set_to_none=True)
@@ -195,7 +203,7 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
             seen += n
             loss_sum += loss.item() * n
             correct += (logits.argmax(1) == y).sum().item()
-            if stop is not None and stop.requested:
+            if stop is not None and settings.dist.any(stop.requested):
                 result.stop_reason = "interrupted"
                 break
         if result.stop_reason == "interrupted":
@@ -207,6 +215,7 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
                       "try a lower optim.lr (now %g) or trainer.grad_clip=1.0.", epoch,
                       optimizer.param_groups[0]["lr"])
             break
+        seen, loss_sum, correct = settings.dist.sum(seen, loss_sum, correct)
         val = evaluate(net, data.val, prepare, settings)
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
@@ -216,11 +225,12 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
         result.history.append(row)
         improved = stopper.step(epoch, row[stopper.monitor])
         result.best_epoch = stopper.best_epoch
-        write_history(run_dir / "history.csv", result.history)
         result.rng = capture_rng(order)
-        if improved:
-            save("best", epoch, result)
-        save("last", epoch, result)
+        if settings.dist.is_main:  # under DDP, rank 0 alone writes the run dir
+            write_history(run_dir / "history.csv", result.history)
+            if improved:
+                save("best", epoch, result)
+            save("last", epoch, result)
         note = "new best" if improved else "not a better score" + (
             f" ({stopper.bad_epochs}/{stopper.patience})" if stopper.patience is not None else "")
         log.info("epoch %*d/%d train_loss %.4f train_acc %.4f val_loss %.4f val_acc %.4f lr %.2e — %s",

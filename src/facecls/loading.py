@@ -43,6 +43,7 @@ def load_run(ckpt_path: str | Path, device_name: str = "auto", data_root: str | 
     from facecls.data.dataset import build_data
     from facecls.data.decode import Preprocess
     from facecls.models import build_model
+    from facecls.models.pretrained import skip_pretrained
     from facecls.runtime import select_device
 
     device = select_device(device_name)
@@ -56,7 +57,8 @@ def load_run(ckpt_path: str | Path, device_name: str = "auto", data_root: str | 
     if data.classes != ckpt["classes"]:
         raise UserError(f"the data at '{data.root}' has classes {data.classes[:5]}… but the checkpoint "
                         f"was trained on {ckpt['classes'][:5]}… — point data.root at the same classes.")
-    model = build_model(cfg.model, num_classes=len(data.classes))
+    # The checkpoint holds every weight: never look for pretrained (ImageNet) weights again.
+    model = build_model(skip_pretrained(cfg.model), num_classes=len(data.classes))
     restore_model(model, ckpt["model"], source=str(ckpt_path))
     channels_last = bool(cfg.trainer.get("channels_last", False))
     model = model.to(device)

@@ -63,6 +63,25 @@ def configure_threads(num_threads) -> None:
         torch.set_num_threads(int(num_threads))
 
 
+def compile_model(net: torch.nn.Module, enabled) -> torch.nn.Module:
+    """trainer.compile: ``torch.compile(net)`` when enabled, else ``net`` unchanged.
+
+    The compiled module shares its parameters with ``net``, so checkpoints (saved from the
+    uncompiled model) keep their usual keys. Compilation happens on the first batches and
+    costs tens of seconds on a CPU; it pays off only for long runs (docs: performance).
+    A model that fails to compile runs eagerly instead of stopping the run."""
+    if not enabled:
+        return net
+    if not isinstance(enabled, bool):
+        raise UserError(f"trainer.compile={enabled} — use true or false.")
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True  # fall back to eager (with a warning) on failure
+    log.info("trainer.compile=true: torch.compile compiles the model during the first batches "
+             "(slower first epoch); it pays off only when later epochs make up for it.")
+    return torch.compile(net)
+
+
 def capture_rng(order: torch.Generator) -> dict:
     """Every random state a resumed run needs to continue exactly (plain data only)."""
     state = np.random.get_state()

@@ -38,27 +38,31 @@ def trainable_param_groups(model: torch.nn.Module, lr: float):
     return params
 
 
-def run_training(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train one configuration into ``run_dir``; return its metrics."""
+def run_training(cfg: DictConfig, run_dir: Path, dist=None) -> dict:
+    """Train one configuration into ``run_dir``; return its metrics. ``dist``: this
+    process's place in a DDP group (facecls.distributed), None for one process."""
     from facecls.checkpoint import save_checkpoint
     from facecls.data.batches import BatchPreparer, build_transform
     from facecls.data.dataset import build_data
+    from facecls.distributed import DistContext
     from facecls.engine import EarlyStopping, fit
     from facecls.models import build_model, preprocess_for
     from facecls.interrupt import GracefulStop
     from facecls.resume import load_resume_point, restore_training_state
     from facecls.run_outputs import finish_run
-    from facecls.runtime import configure_threads, seed_everything, select_device
+    from facecls.runtime import compile_model, configure_threads, seed_everything, select_device
 
     started = time.perf_counter()
-    device = select_device(cfg.trainer.device)
+    dist = dist or DistContext(device=select_device(cfg.trainer.device))
+    device = dist.device
     configure_threads(cfg.trainer.num_threads)
     seed_everything(cfg.seed, cfg.trainer.deterministic)
-    settings = loop_settings(cfg, device)
+    settings = dist.adapt(loop_settings(cfg, device))
     resume = load_resume_point(run_dir) if cfg.get("resume") else None
 
     prep = preprocess_for(cfg.model)
-    data = build_data(cfg.data, prep, cfg.paths.cache_dir, settings.progress)
+    with dist.main_first():  # DDP: rank 0 fills the disk caches, the others read them
+        data = build_data(cfg.data, prep, cfg.paths.cache_dir, settings.progress)
     model = build_model(cfg.model, num_classes=len(data.classes)).to(device)
     channels_last = bool(cfg.trainer.channels_last)
     if channels_last:
@@ -73,6 +77,7 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     if hasattr(model, "cached_feature_data"):
         # A frozen backbone: compute its features once and train only the head on them.
         net, data, prepare = model.cached_feature_data(data, prepare, augment, cfg, settings)
+    net = compile_model(net, cfg.trainer.get("compile", False))
 
     # _convert_: param groups reach the optimizer as plain dicts (not DictConfig)
     optimizer = instantiate(cfg.optim, params=trainable_param_groups(model, cfg.optim.lr), _convert_="partial")
@@ -112,8 +117,10 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
                             "(or fix permissions) and resume; the previous checkpoint is intact.") from None
 
     with GracefulStop() as stop:
-        result = fit(net, data, prepare, optimizer, scheduler, stopper, settings, run_dir, save,
-                     stop=stop, resume=resume)
+        result = fit(dist.wrap(net, cfg.seed), data, prepare, optimizer, scheduler, stopper, settings, run_dir,
+                     save, stop=stop, resume=resume)
+    if not dist.is_main:
+        return {}  # DDP: rank 0 scores the test split and writes the results
     metrics = finish_run(run_dir, model, net, data, prepare, settings, result, best_in_memory or None,
                          extra={"num_params": n_params, "trainable_params": n_trainable,
                                 "device": str(device), "wall_seconds": time.perf_counter() - started})
@@ -129,10 +136,13 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
 
 @reports_user_errors(failure_value=0.0)  # a failed sweep trial scores 0, never NaN
 def main(cfg: DictConfig):
+    from facecls.distributed import session
+    from facecls.runtime import select_device
     from facecls.validate import validate_train_config
 
     validate_train_config(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    metrics = run_training(cfg, run_dir)
+    with session(cfg.trainer.get("strategy", "single"), select_device(cfg.trainer.device)) as dist:
+        metrics = run_training(cfg, run_dir, dist)
     # The value a sweeper (Optuna) maximises: always a finite number.
     return float(metrics.get("best_val_acc") or 0.0)

@@ -53,5 +53,6 @@ def validate_train_config(cfg: DictConfig) -> None:
         _require(_number(cfg, "trainer.grad_clip") > 0, "trainer.grad_clip must be > 0 (or null to turn it off).")
     if cfg.sched and "step_size" in cfg.sched:
         _require(_number(cfg, "sched.step_size") >= 1, "sched.step_size must be a whole number >= 1.")
-    size = _number(cfg, "model.input_size")
-    _require(isinstance(size, int) and size >= 8, f"model.input_size={size} is invalid — use a whole number >= 8.")
+    if cfg.model.get("input_size", 0) is not None:  # null: the model's own size (AlexNet: its weights' crop)
+        size = _number(cfg, "model.input_size")
+        _require(isinstance(size, int) and size >= 8, f"model.input_size={size} is invalid — use a whole number >= 8.")

@@ -12,11 +12,21 @@ import torch
 from facecls.data.decode import Preprocess
 
 
-def iterate_batches(split, batch_size: int, shuffle: bool = False,
-                    generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (inputs, labels) slices; a seeded ``generator`` fixes the shuffled order."""
+def iterate_batches(split, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+                    rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (inputs, labels) slices; a seeded ``generator`` fixes the shuffled order.
+
+    With ``world_size`` > 1 (DDP) only this rank's share is yielded, see
+    :func:`facecls.distributed.shard_indices`: shuffled (training) shares are padded to one
+    length so every rank runs the same number of steps; unshuffled (evaluation) ones are not.
+    """
     n = len(split)
     order = torch.randperm(n, generator=generator) if shuffle else None
+    if world_size > 1:
+        from facecls.distributed import shard_indices
+
+        order = shard_indices(torch.arange(n) if order is None else order, rank, world_size, pad=shuffle)
+        n = len(order)
     for start in range(0, n, batch_size):
         if order is None:
             yield split.inputs[start:start + batch_size], split.labels[start:start + batch_size]

@@ -54,9 +54,12 @@ def read_state_dict(path: str | os.PathLike, option: str = "model.weights_path")
                         "state_dict file (.pth).")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise UserError(f"'{path}' holds objects other than tensors and was not loaded (safe "
-                        "loading refuses them) — save the weights with torch.save(model.state_dict()).") from None
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" in str(err):  # a real pickle, with objects safe loading refuses
+            raise UserError(f"'{path}' holds objects other than tensors and was not loaded (safe "
+                            "loading refuses them) — save the weights with torch.save(model.state_dict()).") from None
+        raise UserError(f"'{path}' is not a readable weights file (not a torch.save file) — pass a "
+                        "state_dict saved with torch.save(model.state_dict(), FILE).") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         raise UserError(f"'{path}' is not a readable weights file ({type(err).__name__}) — pass a "
                         "state_dict saved with torch.save(model.state_dict(), FILE).") from None

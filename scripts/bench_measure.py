@@ -1,0 +1,274 @@
+"""The measurements behind scripts/bench.py, one function each.
+
+* :func:`naive_run` — the course report's pipeline: torchvision ImageFolder, a per-sample
+  ``transforms.Compose(Resize, ToTensor, Normalize)``, a DataLoader and a plain loop.
+* :func:`facecls_run` — facecls's own pipeline, assembled as ``facecls train`` assembles it
+  (build_data, build_model, channels_last, BatchPreparer, the frozen-backbone hook, the
+  optimizer from the config, engine.fit).
+* :func:`pure_compute_seconds` — the same epoch on batches already prepared on the device:
+  what is left when the pipeline costs nothing.
+* :func:`flops_per_image`, :func:`matmul_peak_flops` — the two halves of the MFU.
+* :func:`scaling_point` — one dataset size in a fresh process, for time per image and peak RSS.
+* :func:`startup_seconds` — ``facecls train`` on the CI tiny data against importing torch.
+
+An epoch is the same work on both sides: one shuffled pass over the train split plus one
+pass over the val split; images/s = train images ÷ epoch seconds (as metrics.json counts it).
+"""
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torchvision  # noqa: F401  (loaded before the RSS baseline of a child process is taken)
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision import transforms as T
+from torchvision.datasets import ImageFolder
+
+from facecls.data.batches import BatchPreparer, iterate_batches
+from facecls.data.dataset import build_data, load_image_list
+from facecls.data.decode import Preprocess
+from facecls.data.split import assign_splits
+from facecls.engine import EarlyStopping, fit
+from facecls.models import build_model, preprocess_for
+from facecls.runtime import compile_model, configure_threads, seed_everything, select_device
+from facecls.train import loop_settings, trainable_param_groups
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The config `facecls train OVERRIDES` would run with (same conf/ and defaults list)."""
+    from hydra import compose, initialize_config_dir
+
+    from facecls.cli import config_dir, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def split_files(cfg: DictConfig) -> dict[str, list[str]]:
+    """The train/val file lists facecls's hash split gives this config (no decoding)."""
+    images = load_image_list(cfg.data)
+    s = cfg.data.split
+    which = assign_splits(images.files, s.train, s.val, s.test, seed=s.seed)
+    return {name: [f for f, w in zip(images.files, which) if w == name] for name in ("train", "val")}
+
+
+def naive_transform(prep: Preprocess) -> T.Compose:
+    """The report's per-sample transform for the same input size and normalisation."""
+    if prep.resize is None:
+        steps = [T.Resize((prep.size, prep.size))]
+    else:
+        steps = [T.Resize(prep.resize), T.CenterCrop(prep.size)]
+    return T.Compose([*steps, T.ToTensor(), T.Normalize(prep.mean, prep.std)])
+
+
+def naive_run(cfg: DictConfig, epochs: int, workers: int) -> dict:
+    """Train ``epochs`` epochs the report's way; seconds of each (train pass + val pass)."""
+    device = select_device(cfg.trainer.device)
+    prep = preprocess_for(cfg.model)
+    root = Path(cfg.data.root)
+    dataset = ImageFolder(str(root), transform=naive_transform(prep))
+    index = {Path(path).relative_to(root).as_posix(): i for i, (path, _) in enumerate(dataset.samples)}
+    files = split_files(cfg)
+    train, val = (Subset(dataset, [index[f] for f in files[name]]) for name in ("train", "val"))
+    torch.manual_seed(cfg.seed)
+    net = build_model(cfg.model, num_classes=len(dataset.classes)).to(device)
+    optimizer = instantiate(cfg.optim, params=trainable_param_groups(net, cfg.optim.lr), _convert_="partial")
+    order = torch.Generator().manual_seed(cfg.seed)
+    train_loader = DataLoader(train, cfg.trainer.batch_size, shuffle=True, num_workers=workers, generator=order)
+    val_loader = DataLoader(val, cfg.trainer.eval_batch_size, num_workers=workers)
+    seconds = []
+    for _ in range(epochs):
+        started = time.perf_counter()
+        net.train()
+        for x, y in train_loader:
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(net(x), y)
+            loss.backward()
+            optimizer.step()
+            loss.item()  # the report's loop logs the loss of every batch
+        net.eval()
+        with torch.no_grad():
+            for x, y in val_loader:
+                (net(x.to(device)).argmax(1) == y.to(device)).sum().item()
+        sync(device)
+        seconds.append(time.perf_counter() - started)
+    return {"workers": workers, "epoch_seconds": seconds, "train_images": len(train), "val_images": len(val)}
+
+
+def facecls_run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train ``cfg.trainer.max_epochs`` epochs through facecls's pipeline and engine.
+
+    The decoded-image cache (and a frozen backbone's feature cache) under
+    ``cfg.paths.cache_dir`` should be empty, so the one-time decode is really paid: its
+    seconds are returned apart from the epochs'."""
+    device = select_device(cfg.trainer.device)
+    configure_threads(cfg.trainer.num_threads)
+    seed_everything(cfg.seed, cfg.trainer.deterministic)
+    settings = loop_settings(cfg, device)
+    settings.progress = False
+    prep = preprocess_for(cfg.model)
+    started = time.perf_counter()
+    data = build_data(cfg.data, prep, cfg.paths.cache_dir, progress=False)
+    decode_seconds = time.perf_counter() - started
+    raw_pixel_bytes = sum(data.split(s).inputs.numel() for s in ("train", "val", "test"))
+    model = build_model(cfg.model, num_classes=len(data.classes)).to(device)
+    channels_last = bool(cfg.trainer.channels_last)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    prepare = BatchPreparer(prep, device, None, channels_last)
+    net, feature_seconds = model, 0.0
+    if hasattr(model, "cached_feature_data"):
+        started = time.perf_counter()
+        net, data, prepare = model.cached_feature_data(data, prepare, None, cfg, settings)
+        feature_seconds = time.perf_counter() - started
+    net = compile_model(net, cfg.trainer.get("compile", False))
+    optimizer = instantiate(cfg.optim, params=trainable_param_groups(model, cfg.optim.lr), _convert_="partial")
+    result = fit(net, data, prepare, optimizer, None, EarlyStopping(), settings, run_dir,
+                 save=lambda *args: None)  # checkpoint writes fall outside an epoch's seconds anyway
+    return {"decode_seconds": decode_seconds, "feature_seconds": feature_seconds,
+            "epoch_seconds": [row["seconds"] for row in result.history],
+            "train_images": len(data.train), "val_images": len(data.val), "raw_pixel_bytes": raw_pixel_bytes,
+            "model_bytes": model_state_bytes(model),
+            # for the measurements that follow in this process:
+            "_net": net, "_data": data, "_prepare": prepare, "_optimizer": optimizer, "_settings": settings}
+
+
+def model_state_bytes(model: nn.Module) -> int:
+    """Parameters + their gradients + Adam's two moments of the trainable ones."""
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return params + 3 * trainable
+
+
+def staged_batches(run: dict) -> tuple[list, list]:
+    """An epoch's train batches (shuffled as fit shuffles) and val batches, prepared on the device."""
+    data, prepare, settings = run["_data"], run["_prepare"], run["_settings"]
+    order = torch.Generator().manual_seed(settings.seed)
+    device = settings.device
+    train = [(prepare(x, train=True), y.to(device))
+             for x, y in iterate_batches(data.train, settings.batch_size, shuffle=True, generator=order)]
+    val = [prepare(x, train=False) for x, _ in iterate_batches(data.val, settings.eval_batch_size)]
+    return train, val
+
+
+def pure_compute_seconds(run: dict, repeats: int) -> list[float]:
+    """Seconds of an epoch's forward/backward/step + val forward on pre-staged batches."""
+    net, optimizer, device = run["_net"], run["_optimizer"], run["_settings"].device
+    train, val = staged_batches(run)
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        net.train()
+        for x, y in train:
+            optimizer.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(net(x), y).backward()
+            optimizer.step()
+        net.eval()
+        with torch.inference_mode():
+            for x in val:
+                net(x)
+        sync(device)
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def flops_per_image(run: dict) -> tuple[float, float]:
+    """(training FLOPs = forward + backward, forward FLOPs) per image, counted by
+    torch.utils.flop_counter on one real batch; the optimizer step is not counted."""
+    net, settings = run["_net"], run["_settings"]
+    # shuffle: a gathered batch is a new tensor, never a view of (inference-mode) cached features
+    order = torch.Generator().manual_seed(settings.seed)
+    x, y = next(iterate_batches(run["_data"].train, settings.batch_size, shuffle=True, generator=order))
+    x, y = run["_prepare"](x, train=True), y.to(settings.device)
+    net.train()
+    with FlopCounterMode(display=False) as counter:
+        nn.functional.cross_entropy(net(x), y).backward()
+    train = counter.get_total_flops()
+    net.zero_grad(set_to_none=True)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        net(x)
+    return train / len(x), counter.get_total_flops() / len(x)
+
+
+def matmul_peak_flops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    """The machine's fp32 matmul FLOP/s: the best of a few n×n torch.mm (2n³ FLOPs each)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    torch.mm(a, b)  # warm-up: thread pool, kernel choice
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        started = time.perf_counter()
+        torch.mm(a, b)
+        sync(device)
+        best = min(best, time.perf_counter() - started)
+    return 2 * n**3 / best
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size so far.
+
+    Linux: VmHWM of /proc/self/status. Not ru_maxrss: Linux carries it over from the forked
+    parent into an exec'd (spawned) child, so a child would report the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS counts bytes, others KiB
+
+
+def scaling_point(overrides: list[str]) -> dict:
+    """One facecls run in this (fresh) process: time per image and peak RSS against the raw
+    pixel bytes. Meant for a spawned child, so each size's peak is its own."""
+    startup_rss = peak_rss_bytes()  # torch, torchvision and facecls already imported
+    cfg = compose_config(overrides)
+    with tempfile.TemporaryDirectory() as run_dir:
+        run = facecls_run(cfg, Path(run_dir))
+    steady = statistics.median(run["epoch_seconds"][1:] or run["epoch_seconds"])
+    images = run["raw_pixel_bytes"] // (3 * preprocess_for(cfg.model).size ** 2)
+    return {"images": images, "train_images": run["train_images"],
+            "decode_seconds_per_image": run["decode_seconds"] / images,
+            "epoch_seconds_per_train_image": steady / run["train_images"],
+            "peak_rss_bytes": peak_rss_bytes(), "startup_rss_bytes": startup_rss,
+            "raw_pixel_bytes": run["raw_pixel_bytes"], "model_bytes": run["model_bytes"]}
+
+
+def startup_seconds(tiny_root: Path, work: Path, repeats: int) -> dict:
+    """Wall seconds of `facecls train` for 1 epoch on ``tiny_root`` and of
+    `python -c "import torch, torchvision"`, alternated, best of ``repeats`` each."""
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # the CI case: no GPU
+    times: dict[str, list[float]] = {"import_torch_seconds": [], "facecls_train_seconds": []}
+    for i in range(repeats):
+        commands = {
+            "import_torch_seconds": [sys.executable, "-c", "import torch, torchvision"],
+            "facecls_train_seconds": [
+                sys.executable, "-m", "facecls", "train", "data=imagefolder", f"data.root={tiny_root}",
+                "model.input_size=16", "trainer.max_epochs=1", "trainer.batch_size=16",
+                "trainer.progress=false", f"hydra.run.dir={work / f'run{i}'}",
+                f"paths.cache_dir={work / f'cache{i}'}"],  # a fresh cache: the decode is counted
+        }
+        for name, command in commands.items():
+            started = time.perf_counter()
+            subprocess.run(command, env=env, check=True, capture_output=True, cwd=work)
+            times[name].append(time.perf_counter() - started)
+    return {name: min(values) for name, values in times.items()}

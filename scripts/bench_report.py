@@ -1,0 +1,85 @@
+"""The targets of the speed issue checked against a scripts/bench.py report, and its printed table."""
+from __future__ import annotations
+
+MB = 2**20
+
+
+def targets(report: dict) -> list[dict]:
+    """Each target as {name, value, target, met}; only those whose figure was measured."""
+    models, found = report["models"], []
+
+    def check(name: str, value: float, op: str, limit: float, unit: str = "") -> None:
+        met = value >= limit if op == ">=" else value <= limit
+        found.append({"name": name, "value": value, "target": f"{op} {limit}{unit}", "met": bool(met)})
+
+    if "convnet" in models:
+        c = models["convnet"]
+        check("convnet MFU (epoch)", c["mfu"], ">=", 0.5)
+        check("convnet pipeline overhead", c["pipeline_overhead"], "<=", 0.05)
+        check("convnet speedup over the naive loop", c["speedup"], ">=", 1.5, "×")
+    if "mlp" in models:
+        check("mlp speedup over the naive loop", models["mlp"]["speedup"], ">=", 20, "×")
+    if "alexnet_feature" in models:
+        check("alexnet_feature cached head vs recomputing the backbone",
+              models["alexnet_feature"]["cache_speedup"], ">=", 50, "×")
+    s = report["scaling"]
+    check("time per image N→4N, largest deviation", s["epoch_time_per_image_max_deviation"], "<=", 0.15)
+    check("peak RSS per extra raw pixel byte (N→4N)", s["marginal_rss_per_raw_byte"], "<=", 1.3)
+    check("start-up: facecls train − import torch (s)", report["startup"]["extra_seconds"], "<=", 2.0, " s")
+    return found
+
+
+def _row(cells, widths) -> str:
+    return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+
+def print_report(report: dict) -> None:
+    """The table on stdout: every figure of the JSON that a reader compares."""
+    mc, st = report["machine"], report["settings"]
+    print(f"facecls speed benchmark — {st['images']} JPEGs of {st['source_size']} px, {st['classes']} classes, "
+          f"batch {st['batch_size']}, {st['epochs']} epochs (naive: {st['naive_epochs']})")
+    print(f"machine: {mc['cpu_cores']} cores, {mc['torch_threads']} torch threads, {mc['device']}, "
+          f"torch {mc['torch']}, fp32 matmul peak {mc['matmul_peak_flops'] / 1e9:.1f} GFLOP/s, "
+          f"1-min load average {mc['load_average_1min'][0]:.1f} → {mc['load_average_1min'][1]:.1f}")
+    print("images/s = train images ÷ epoch seconds (train pass + val pass); facecls img/s = steady state "
+          "(median epoch after the first);\n1st epoch = one-time decode (+ backbone features) + the first epoch.\n")
+    widths = (16, 15, 24, 12, 9, 10, 9, 10)
+    print(_row(("model", "naive img/s", "facecls 1st epoch (s)", "facecls img/s", "speedup",
+                "whole run", "overhead", "MFU"), widths))
+    for name, e in report["models"].items():
+        f = e["facecls"]
+        one_time = f["decode_seconds"] + f["feature_seconds"]
+        print(_row((name, f"{e['naive']['images_per_second']:.1f} (w{e['naive']['workers']})",
+                    f"{f['first_epoch_incl_decode_seconds']:.2f} ({one_time:.2f} once)",
+                    f"{f['images_per_second']:.1f}", f"{e['speedup']:.1f}×", f"{e['speedup_whole_run']:.1f}×",
+                    f"{e['pipeline_overhead']:.1%}", f"{e['mfu']:.1%}"), widths))
+    print("\noverhead = 1 − pure forward/backward/step on pre-staged batches ÷ epoch; MFU = (train FLOPs + val "
+          "forward FLOPs) per epoch ÷ epoch seconds ÷ matmul peak; whole run = decode + every epoch.")
+    for name, e in report["models"].items():
+        print(f"  {name}: {e['train_flops_per_image'] / 1e6:.1f} MFLOP/train image; MFU compute-only "
+              f"{e['mfu_compute_only']:.1%}; naive img/s by workers {e['naive']['images_per_second_by_workers']}")
+        if "recompute_backbone" in e:
+            r = e["recompute_backbone"]
+            print(f"  {name}: head epoch on cached features {e['facecls']['images_per_second']:.1f} img/s vs "
+                  f"recomputing the backbone {r['images_per_second']:.1f} img/s → {e['cache_speedup']:.0f}×")
+        if "compiled" in e:
+            print(f"  {name} with trainer.compile=true: epochs {[round(s, 2) for s in e['compiled']['epoch_seconds']]}"
+                  f" s, steady {e['compiled']['images_per_second']:.1f} img/s")
+
+    s = report["scaling"]
+    print("\nscaling (convnet, one fresh process per size):")
+    widths = (8, 15, 15, 14, 16, 14)
+    print(_row(("images", "decode ms/img", "epoch ms/img", "peak RSS MB", "raw pixels MB", "model MB"), widths))
+    for p in s["points"]:
+        print(_row((p["images"], f"{p['decode_seconds_per_image'] * 1e3:.2f}",
+                    f"{p['epoch_seconds_per_train_image'] * 1e3:.2f}", f"{p['peak_rss_bytes'] / MB:.0f}",
+                    f"{p['raw_pixel_bytes'] / MB:.1f}", f"{p['model_bytes'] / MB:.1f}"), widths))
+    print(f"epoch time per image N→4N: {s['epoch_time_per_image_change']:+.1%} (largest deviation "
+          f"{s['epoch_time_per_image_max_deviation']:.1%}); peak RSS grows {s['marginal_rss_per_raw_byte']:.2f} "
+          f"bytes per raw pixel byte on top of {s['fixed_rss_bytes'] / MB:.0f} MB fixed")
+    u = report["startup"]
+    print(f"\nstart-up: facecls train (CI tiny data, 1 epoch) {u['facecls_train_seconds']:.2f} s vs "
+          f"python -c 'import torch, torchvision' {u['import_torch_seconds']:.2f} s → +{u['extra_seconds']:.2f} s")
+    print("\ntargets:")
+    for t in report["targets"]:
+        print(f"  [{'met' if t['met'] else 'MISSED'}] {t['name']}: {t['value']:.3g} (target {t['target']})")

@@ -1,0 +1,223 @@
+"""Compare runs: group them by the overrides that vary, average over seeds, render tables.
+
+A *configuration* is one combination of the varying overrides other than the averaged
+ones (``seed`` by default); its numbers are mean ± sample std over its finished runs.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from facecls.sweeps.runs import RunRecord
+
+AVERAGED_METRICS = ("test_acc", "best_val_acc")
+SORT_KEYS = ("test_acc", "best_val_acc")
+RUN_METRICS = ("best_val_acc", "test_acc", "best_epoch", "epochs_run", "wall_seconds")
+
+
+def canonical(value: Any) -> str:
+    """A value as text, exact enough to tell two settings apart (grouping key)."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(canonical(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{canonical(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def shown(value: Any) -> str:
+    """A value as text for people: floats with 4 significant digits."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(shown(v) for v in value) + "]"
+    return canonical(value)
+
+
+@dataclass
+class Stat:
+    """Mean ± sample standard deviation of the values that are numbers."""
+
+    mean: float | None
+    std: float | None
+    n: int
+
+    @classmethod
+    def of(cls, values: Iterable[float | None]) -> "Stat":
+        numbers = [v for v in values if v is not None and math.isfinite(v)]
+        if not numbers:
+            return cls(None, None, 0)
+        std = statistics.stdev(numbers) if len(numbers) > 1 else None
+        return cls(statistics.fmean(numbers), std, len(numbers))
+
+    def text(self, digits: int = 3) -> str:
+        if self.mean is None:
+            return "—"
+        if self.std is None:
+            return f"{self.mean:.{digits}f}"
+        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+
+
+@dataclass
+class Group:
+    """The runs of one configuration."""
+
+    settings: dict[str, Any]
+    runs: list[RunRecord] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={shown(v)}" for k, v in self.settings.items()) or "all runs"
+
+    @property
+    def finished(self) -> list[RunRecord]:
+        return [r for r in self.runs if r.finished]
+
+    def stat(self, metric: str) -> Stat:
+        return Stat.of(r.metric(metric) for r in self.finished)
+
+    @property
+    def problems(self) -> str:
+        """Runs that did not end normally, counted by status: '1 failed, 1 diverged'."""
+        counts: dict[str, int] = {}
+        for r in self.runs:
+            if r.status not in ("max_epochs", "early_stopping"):
+                counts[r.status] = counts.get(r.status, 0) + 1
+        return ", ".join(f"{n} {status}" for status, n in counts.items())
+
+
+@dataclass
+class Summary:
+    runs: list[RunRecord]
+    keys: list[str]                 # every override key, in order of first appearance
+    group_keys: list[str]           # the varying keys that define a configuration
+    averaged_over: list[str]        # varying keys averaged over (seed)
+    constant: dict[str, Any]        # keys with one value in every run
+    groups: list[Group]
+
+    @property
+    def varying(self) -> list[str]:
+        return self.group_keys + self.averaged_over
+
+
+def summarize_runs(runs: list[RunRecord], average_over: Iterable[str] = ("seed",),
+                   sort: str | None = None) -> Summary:
+    """Group ``runs`` by the overrides whose value differs between runs (except the
+    ``average_over`` keys) and order the groups as first launched, or by ``sort``."""
+    keys: list[str] = []
+    for r in runs:
+        keys += [k for k in r.overrides if k not in keys]
+    values = {k: [r.setting(k) for r in runs] for k in keys}
+    varying = [k for k in keys if len({canonical(v) for v in values[k]}) > 1]
+    constant = {k: values[k][0] for k in keys if k not in varying}
+    averaged = [k for k in varying if k in set(average_over)]
+    group_keys = [k for k in varying if k not in averaged]
+    groups: dict[str, Group] = {}
+    for i, r in enumerate(runs):
+        settings = {k: values[k][i] for k in group_keys}
+        key = canonical(settings)
+        groups.setdefault(key, Group(settings)).runs.append(r)
+    ordered = list(groups.values())
+    if sort is not None:
+        def score(group: Group) -> float:  # configurations without a number go last
+            mean = group.stat(sort).mean
+            return -math.inf if mean is None else mean
+
+        ordered.sort(key=score, reverse=True)
+    return Summary(runs, keys, group_keys, averaged, constant, ordered)
+
+
+# ---- rows -------------------------------------------------------------------------------
+
+def _number(value: float | None, digits: int = 4) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def run_rows(summary: Summary) -> list[dict[str, Any]]:
+    """One row per run: its name, status, every override, its metrics (summary.csv)."""
+    rows = []
+    for r in summary.runs:
+        row = {"run": r.name, "status": r.status}
+        row.update({k: canonical(r.setting(k)) for k in summary.keys})
+        row.update({m: r.metric(m) for m in RUN_METRICS})
+        row["note"] = r.note
+        rows.append(row)
+    return rows
+
+
+def group_rows(summary: Summary) -> list[dict[str, Any]]:
+    """One row per configuration with mean, std and n of each averaged metric."""
+    rows = []
+    for g in summary.groups:
+        row = {k: canonical(v) for k, v in g.settings.items()}
+        row.update(runs=len(g.runs), finished=len(g.finished))
+        for metric in AVERAGED_METRICS:
+            s = g.stat(metric)
+            row.update({f"{metric}_mean": s.mean, f"{metric}_std": s.std, f"{metric}_n": s.n})
+        row["epochs_mean"] = Stat.of(r.metric("epochs_run") for r in g.finished).mean
+        row["wall_seconds_mean"] = Stat.of(r.metric("wall_seconds") for r in g.finished).mean
+        row["problems"] = g.problems
+        rows.append(row)
+    return rows
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
+    return buffer.getvalue()
+
+
+# ---- tables for people ---------------------------------------------------------------------
+
+def configuration_table(summary: Summary) -> tuple[list[str], list[list[str]]]:
+    headers = [*summary.group_keys, "runs", "test acc", "best val acc", "epochs", "wall s", "problems"]
+    rows = []
+    for g in summary.groups:
+        epochs = Stat.of(r.metric("epochs_run") for r in g.finished).mean
+        wall = Stat.of(r.metric("wall_seconds") for r in g.finished).mean
+        rows.append([*(shown(v) for v in g.settings.values()), str(len(g.runs)), g.stat("test_acc").text(),
+                     g.stat("best_val_acc").text(), _number(epochs, 1), _number(wall, 1), g.problems])
+    return headers, rows
+
+
+def runs_table(summary: Summary) -> tuple[list[str], list[list[str]]]:
+    headers = ["run", "status", *summary.varying, "best val acc", "test acc", "best epoch", "epochs",
+               "wall s", "note"]
+    rows = []
+    for r in summary.runs:
+        epoch = r.metric("best_epoch")
+        epochs = r.metric("epochs_run")
+        rows.append([r.name, r.status, *(shown(r.setting(k)) for k in summary.varying),
+                     _number(r.metric("best_val_acc")), _number(r.metric("test_acc")),
+                     "" if epoch is None else str(int(epoch)), "" if epochs is None else str(int(epochs)),
+                     _number(r.metric("wall_seconds"), 1), r.note])
+    return headers, rows
+
+
+def text_table(headers: list[str], rows: list[list[str]]) -> str:
+    """Columns padded to line up in a terminal."""
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [headers, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    def cell(x: str) -> str:
+        return str(x).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows]
+    return "\n".join(lines)

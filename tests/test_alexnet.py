@@ -1,0 +1,305 @@
+"""AlexNet transfer learning: cut shapes, offline weights, frozen layers, the feature cache, CLI runs.
+
+No network: models use pretrained=false or a state_dict the tests save and pass as
+model.weights_path. Inputs are 64 px (model.input_size=64) except for the 224 shape checks.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.models import AlexNet_Weights, alexnet
+
+from conftest import TINY, read_json, run_cli
+from facecls.errors import UserError
+from facecls.models.alexnet import BLOCKS, CUT_LAYERS, AlexNetFeature, AlexNetFinetune
+from facecls.models.pretrained import torchvision_cache_path, weights_preprocess
+
+SMALL = ["model.input_size=64", "model.head=[32]"]
+FILE_NAME = "alexnet-owt-7be5be79.pth"  # the name torchvision's weights URL gives the file
+
+
+@pytest.fixture(scope="module")
+def state_file(tmp_path_factory):
+    """A torchvision-format AlexNet state_dict on disk (seeded random weights, not ImageNet)."""
+    torch.manual_seed(123)
+    path = tmp_path_factory.mktemp("weights") / FILE_NAME
+    torch.save(alexnet().state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def state(state_file):
+    return torch.load(state_file, weights_only=True)
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """An empty torchvision cache and no downloads, so pretrained=true has nowhere to look."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv("FACECLS_OFFLINE", "1")
+    return tmp_path / "torch-home" / "hub" / "checkpoints" / FILE_NAME
+
+
+def read_history(run_dir):
+    with open(run_dir / "history.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# --- shapes and preprocessing -------------------------------------------------------------
+
+EXPECTED_224 = {"conv1": (64, 55, 55), "conv2": (192, 27, 27), "conv3": (384, 13, 13),
+                "conv4": (256, 13, 13), "conv5": (256, 13, 13), "pool5": (256, 6, 6)}
+
+
+def test_every_cut_has_the_expected_shape_and_the_head_follows_it():
+    x = torch.rand(2, 3, 224, 224)
+    for cut, shape in EXPECTED_224.items():
+        model = AlexNetFeature(num_classes=5, cut=cut, head=[32], pretrained=False)
+        assert model.feature_shape == shape, cut
+        assert model.head[1].in_features == math.prod(shape), cut
+        if cut in ("conv4", "pool5"):
+            assert tuple(model.backbone(x).shape) == (2, *shape)
+            assert tuple(model(x).shape) == (2, 5)
+    assert set(EXPECTED_224) == set(CUT_LAYERS)
+
+
+def test_preprocessing_comes_from_the_weights():
+    t = AlexNet_Weights.IMAGENET1K_V1.transforms()
+    prep = AlexNetFeature.preprocess({"input_size": None})
+    assert (prep.size, prep.resize) == (t.crop_size[0], t.resize_size[0]) == (224, 256)
+    assert prep.mean == tuple(t.mean) and prep.std == tuple(t.std)
+    assert AlexNetFinetune.preprocess({"input_size": None}) == prep
+    small = weights_preprocess(AlexNet_Weights.IMAGENET1K_V1, 112)
+    assert (small.size, small.resize, small.mean) == (112, 128, prep.mean)
+
+
+def test_bad_names_and_sizes_are_one_line_errors():
+    with pytest.raises(UserError, match="unknown model.cut 'conv9' — choose one of: conv1, conv2.*pool5"):
+        AlexNetFeature(num_classes=3, cut="conv9", pretrained=False)
+    with pytest.raises(UserError, match="unknown model.freeze 'conv6' — choose one of: conv1.*fc6, fc7"):
+        AlexNetFinetune(num_classes=3, freeze="conv6", pretrained=False)
+    with pytest.raises(UserError, match="model.input_size=40 is too small"):
+        AlexNetFeature(num_classes=3, cut="pool5", input_size=40, pretrained=False)
+    with pytest.raises(UserError, match="backbone_lr_mult=0"):
+        AlexNetFinetune(num_classes=3, backbone_lr_mult=0, pretrained=False)
+
+
+# --- weights: file, torchvision cache, download, errors ---------------------------------------
+
+def test_weights_path_round_trip(state_file, state):
+    feature = AlexNetFeature(num_classes=3, cut="pool5", head=[8], weights_path=str(state_file), input_size=64)
+    for key, value in feature.backbone.state_dict().items():
+        assert torch.equal(value, state[f"features.{key}"]), key
+    finetune = AlexNetFinetune(num_classes=3, weights_path=str(state_file), input_size=64)
+    own = finetune.state_dict()
+    assert all(torch.equal(own[k], state[k]) for k in state if not k.startswith("classifier.6"))
+    assert own["classifier.6.weight"].shape == (3, 4096)  # the new layer for our classes
+
+
+def test_weights_from_the_torchvision_cache(state_file, state, offline):
+    offline.parent.mkdir(parents=True)
+    offline.symlink_to(state_file)
+    assert torchvision_cache_path(AlexNet_Weights.IMAGENET1K_V1) == offline
+    model = AlexNetFeature(num_classes=3, cut="conv1", head=[8], input_size=64)
+    assert torch.equal(model.backbone[0].weight, state["features.0.weight"])
+
+
+def test_weight_file_errors(tmp_path, state):
+    with pytest.raises(UserError, match=r"model.weights_path='.*nope.pth' does not exist"):
+        AlexNetFeature(num_classes=3, weights_path=str(tmp_path / "nope.pth"))
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a torch file")
+    with pytest.raises(UserError, match="garbage.pth' is not a readable weights file"):
+        AlexNetFeature(num_classes=3, weights_path=str(garbage))
+    torch.save({"features.0.weight": ValueError("code")}, tmp_path / "objects.pth")
+    with pytest.raises(UserError, match="objects.pth' holds objects other than tensors"):
+        AlexNetFeature(num_classes=3, weights_path=str(tmp_path / "objects.pth"))
+    wrong = dict(state, **{"features.3.weight": torch.zeros(10, 64, 5, 5)})
+    torch.save(wrong, tmp_path / "wrong.pth")
+    with pytest.raises(UserError, match=r"features.3.weight has shape \(10, 64, 5, 5\) there but "
+                                        r"\(192, 64, 5, 5\) here"):
+        AlexNetFinetune(num_classes=3, weights_path=str(tmp_path / "wrong.pth"))
+    with pytest.raises(UserError, match="model.pretrained=false"):
+        AlexNetFeature(num_classes=3, pretrained=False, weights_path=str(tmp_path / "wrong.pth"))
+
+
+def test_no_weights_anywhere_says_which_file_to_get_and_where(offline):
+    with pytest.raises(UserError) as err:
+        AlexNetFeature(num_classes=3)
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"https://download.pytorch.org/models/{FILE_NAME}" in message and str(offline) in message
+    assert "model.weights_path=" in message and "model.pretrained=false" in message
+
+
+def test_a_failed_download_is_the_same_one_line_error(offline, monkeypatch):
+    monkeypatch.delenv("FACECLS_OFFLINE")
+
+    def no_network(self, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(AlexNet_Weights, "get_state_dict", no_network)
+    with pytest.raises(UserError, match=f"the download failed.*Name or service not known.*{FILE_NAME}"):
+        AlexNetFinetune(num_classes=3)
+
+
+# --- the feature cache and the hook train.py calls -------------------------------------------
+
+def _bundle(n=12, size=64, seed=0):
+    """A DataBundle of random uint8 images (train n, val 4, test 4), as build_data returns."""
+    from facecls.data.dataset import DataBundle, Split
+
+    g = torch.Generator().manual_seed(seed)
+
+    def split(k):
+        pixels = torch.randint(0, 256, (k, 3, size, size), dtype=torch.uint8, generator=g)
+        return Split(pixels, torch.arange(k) % 3, [f"c/{seed}_{i}.jpg" for i in range(k)])
+
+    prep = weights_preprocess(AlexNet_Weights.IMAGENET1K_V1, size)
+    return DataBundle(split(n), split(4), split(4), ["a", "b", "c"], Path("."), prep)
+
+
+def _loop_settings():
+    from facecls.engine import LoopSettings
+
+    return LoopSettings(device=torch.device("cpu"), max_epochs=1, batch_size=4, eval_batch_size=8, progress=False)
+
+
+def test_feature_cache_is_reused_and_keyed_by_weights_and_data(tmp_path, monkeypatch):
+    from facecls import features
+    from facecls.data.batches import BatchPreparer
+
+    data, settings = _bundle(), _loop_settings()
+    prepare = BatchPreparer(data.preprocess, settings.device)
+    torch.manual_seed(0)
+    model = AlexNetFeature(num_classes=3, cut="conv5", head=[8], pretrained=False, input_size=64)
+    first = features.cached_features(model.backbone, data, prepare, settings, tmp_path, {"cut": "conv5"})
+    with torch.no_grad():
+        direct = model.backbone(prepare(data.test.inputs))
+    assert first.train.inputs.shape == (12, 256, 3, 3) and first.train.inputs.dtype == torch.float32
+    assert torch.allclose(first.test.inputs, direct, atol=1e-6)
+    assert torch.equal(first.val.labels, data.val.labels) and first.classes == data.classes
+    assert len(list((tmp_path / "features").glob("*.pt"))) == 1
+
+    # Same key from disk: the backbone never runs (neither memory nor compute may be used).
+    features._recent.clear()
+    monkeypatch.setattr(features, "compute_features", lambda *a, **k: pytest.fail("backbone ran"))
+    again = features.cached_features(model.backbone, data, prepare, settings, tmp_path, {"cut": "conv5"})
+    assert torch.equal(again.train.inputs, first.train.inputs)
+    monkeypatch.undo()
+
+    # Other weights or other pixels: another key, another file.
+    torch.manual_seed(1)
+    other = AlexNetFeature(num_classes=3, cut="conv5", head=[8], pretrained=False, input_size=64)
+    features.cached_features(other.backbone, data, prepare, settings, tmp_path, {"cut": "conv5"})
+    features.cached_features(model.backbone, _bundle(seed=1), prepare, settings, tmp_path, {"cut": "conv5"})
+    assert len(list((tmp_path / "features").glob("*.pt"))) == 3
+
+
+def test_augmentation_turns_the_cache_off_and_says_why(caplog):
+    from omegaconf import OmegaConf
+
+    model = AlexNetFeature(num_classes=3, cut="conv1", head=[8], pretrained=False, input_size=64)
+    data, cfg = _bundle(), OmegaConf.create({"paths": {"cache_dir": None}})
+    with caplog.at_level(logging.INFO, logger="facecls.models.alexnet"):
+        net, same, _ = model.cached_feature_data(data, None, object(), cfg, _loop_settings())
+    assert net is model and same is data
+    assert "Feature cache off: train-time augmentation" in caplog.text
+    model.train()
+    assert model.head.training and not model.backbone.training  # frozen part stays in eval mode
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+
+
+# --- end-to-end CLI runs ----------------------------------------------------------------------
+
+RUN_FILES = ["train.log", "history.csv", "metrics.json", "curves.png", "confusion_matrix.png",
+             "checkpoints/best.pt", "checkpoints/last.pt", ".hydra/config.yaml"]
+
+
+def _train(base, env, name, *overrides, data_root):
+    run_dir = base / name
+    run_cli("train", "data=imagefolder", f"data.root={data_root}", *TINY, *overrides,
+            f"hydra.run.dir={run_dir}", cwd=base, env=env)
+    assert all((run_dir / f).is_file() for f in RUN_FILES), sorted(run_dir.rglob("*"))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def feature_runs(tmp_path_factory, tiny_faces, state_file):
+    """Two alexnet_feature runs from the same weights and seed: with and without the cache."""
+    base = tmp_path_factory.mktemp("feature")
+    env = dict(os.environ, FACECLS_CACHE_DIR=str(base / "cache"), CUDA_VISIBLE_DEVICES="")
+    common = ["model=alexnet_feature", *SMALL, f"model.weights_path={state_file}", "seed=5"]
+    cached = _train(base, env, "cached", *common, data_root=tiny_faces)
+    uncached = _train(base, env, "uncached", *common, "model.cache_features=false", data_root=tiny_faces)
+    return base, env, cached, uncached
+
+
+def test_feature_run_keeps_the_backbone_bit_identical_and_eval_agrees(feature_runs, state):
+    base, env, run_dir, _ = feature_runs
+    metrics = read_json(run_dir / "metrics.json")
+    assert metrics["epochs_run"] == 2 and metrics["trainable_params"] == 256 * 3 * 3 * 32 + 32 + 32 * 3 + 3
+    assert "Backbone features: 36 images" in (run_dir / "train.log").read_text()
+    saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+    backbone = {k.removeprefix("backbone."): v for k, v in saved.items() if k.startswith("backbone.")}
+    assert len(backbone) == 8  # conv1..conv4 (the default cut): 4 weights and 4 biases
+    for key, value in backbone.items():
+        assert torch.equal(value, state[f"features.{key}"]), key
+    # The head trained on cached features; `facecls eval` feeds the whole model images.
+    run_cli("eval", f"ckpt={run_dir / 'checkpoints' / 'best.pt'}", cwd=base, env=env)
+    scores = read_json(run_dir / "eval.json")
+    assert scores["test_acc"] == metrics["test_acc"]
+    assert scores["test_loss"] == pytest.approx(metrics["test_loss"], rel=1e-5)
+
+
+def test_cached_and_uncached_training_give_the_same_losses(feature_runs):
+    base, _, cached, uncached = feature_runs
+    a, b = read_history(cached), read_history(uncached)
+    for column in ("train_loss", "val_loss"):
+        assert float(a[0][column]) == pytest.approx(float(b[0][column]), rel=1e-4), column
+    assert a[0]["train_loss"] != a[1]["train_loss"]  # the head did learn between the epochs
+    assert "Feature cache off (model.cache_features=false)" in (uncached / "train.log").read_text()
+    assert len(list((base / "cache" / "features").glob("*.pt"))) == 1  # only the cached run wrote one
+
+
+def test_finetune_run_freezes_exactly_up_to_the_named_block(tmp_path, tiny_faces, cache_env, state_file, state):
+    from facecls.engine import LoopSettings, evaluate
+    from facecls.loading import load_run
+
+    run_dir = _train(tmp_path, cache_env, "finetune", "model=alexnet_finetune", "model.input_size=64",
+                     "model.freeze=conv2", "model.backbone_lr_mult=0.1", f"model.weights_path={state_file}",
+                     "trainer.max_epochs=1", data_root=tiny_faces)
+    last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    frozen = {BLOCKS["conv1"], BLOCKS["conv2"]}
+    for block, module in BLOCKS.items():
+        for leaf in ("weight", "bias"):
+            key = f"{module}.{leaf}"
+            same = torch.equal(last["model"][key], state[key])
+            assert same == (module in frozen), f"{block} {key} changed={not same}"
+    assert last["model"]["classifier.6.weight"].shape == (3, 4096)
+    assert [g["lr"] for g in last["optimizer"]["param_groups"]] == pytest.approx([1e-3, 1e-4])
+    # Rebuilt from best.pt (without looking for ImageNet weights), it scores the test split as training did.
+    run = load_run(run_dir / "checkpoints" / "best.pt", "cpu", cache_dir=cache_env["FACECLS_CACHE_DIR"])
+    settings = LoopSettings(device=run.device, max_epochs=1, batch_size=1,
+                            eval_batch_size=run.config.trainer.eval_batch_size)
+    test = evaluate(run.model, run.data.test, run.prepare, settings)
+    metrics = read_json(run_dir / "metrics.json")
+    assert test["acc"] == metrics["test_acc"] and test["loss"] == pytest.approx(metrics["test_loss"], rel=1e-5)
+
+
+def test_cli_without_weights_stops_with_one_line(tmp_path, tiny_faces, cache_env):
+    env = dict(cache_env, TORCH_HOME=str(tmp_path / "empty-torch-home"), FACECLS_OFFLINE="1")
+    proc = run_cli("train", "data=imagefolder", f"data.root={tiny_faces}", "model=alexnet_feature",
+                   *TINY, *SMALL, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, env=env, check=False)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("facecls: error: pretrained weights are not available")
+    assert FILE_NAME in errors[0] and os.path.join("empty-torch-home", "hub", "checkpoints") in errors[0]
+    assert not (tmp_path / "run" / "checkpoints").exists()  # never trains from random weights
