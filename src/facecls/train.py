@@ -124,14 +124,20 @@ def run_training(cfg: DictConfig, run_dir: Path, dist=None) -> dict:
     metrics = finish_run(run_dir, model, net, data, prepare, settings, result, best_in_memory or None,
                          extra={"num_params": n_params, "trainable_params": n_trainable,
                                 "device": str(device), "wall_seconds": time.perf_counter() - started})
-    if result.stop_reason == "interrupted":
-        raise RunStopped(value=metrics["best_val_acc"] or 0.0, message=f"interrupted after {len(result.history)} finished epoch(s); run files are in "
-                         f"{run_dir} — continue with: facecls train resume={run_dir}", exit_code=130)
-    if result.stop_reason == "diverged":
-        raise RunStopped(value=metrics["best_val_acc"] or 0.0, message=f"training diverged (non-finite loss) in epoch {len(result.history) + 1}; "
-                         f"best checkpoint kept in {run_dir} — try a lower optim.lr (now {cfg.optim.lr:g}) "
-                         "or trainer.grad_clip=1.0.", exit_code=3)
+    stopped_early(result, metrics, run_dir, cfg.optim.lr)
     return metrics
+
+
+def stopped_early(result, metrics: dict, run_dir: Path, lr: float) -> None:
+    """Raise RunStopped (one line, non-zero exit) for a run that did not end normally."""
+    value = metrics["best_val_acc"] or 0.0  # what a sweeper gets for this run
+    if result.stop_reason == "interrupted":
+        raise RunStopped(f"interrupted after {len(result.history)} finished epoch(s); run files are in "
+                         f"{run_dir} — continue with: facecls train resume={run_dir}", exit_code=130, value=value)
+    if result.stop_reason == "diverged":
+        raise RunStopped(f"training diverged (non-finite loss) in epoch {len(result.history) + 1}; best "
+                         f"checkpoint kept in {run_dir} — try a lower optim.lr (now {lr:g}) or "
+                         "trainer.grad_clip=1.0.", exit_code=3, value=value)
 
 
 @reports_user_errors(failure_value=0.0)  # a failed sweep trial scores 0, never NaN
