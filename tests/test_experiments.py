@@ -62,8 +62,9 @@ def test_experiment_composes_and_runs_one_tiny_epoch(experiment, tiny_faces, tmp
 def test_debug_overfit_reaches_full_train_accuracy(tiny_faces, tmp_path):
     from facecls.train import run_training
 
-    cfg = compose_train(["debug=overfit", "data=imagefolder", f"data.root={tiny_faces}", "model.input_size=32",
-                         "trainer.batch_size=8", "trainer.progress=false", f"paths.cache_dir={tmp_path}"])
+    cfg = compose_train(["debug=overfit", "data=imagefolder", f"data.root={tiny_faces}", "model.input_size=16",
+                         "trainer.batch_size=8", "trainer.max_epochs=30", "trainer.progress=false",
+                         f"paths.cache_dir={tmp_path}"])
     run_training(cfg, tmp_path / "run")
     history = (tmp_path / "run" / "history.csv").read_text().splitlines()
     final_train_acc = float(history[-1].split(",")[3])

@@ -79,6 +79,9 @@ def leading_args_as_list(args: list[str], key: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from facecls.errors import failed_jobs
+
+    failed_jobs.clear()  # main() may run several commands in one process (facecls report)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return
@@ -114,8 +117,6 @@ def main(argv: list[str] | None = None) -> None:
     app = hydra.main(config_path=config_dir(), config_name=config_name, version_base="1.3")(task)
     sys.argv = [f"facecls {command}", *rest]
     app()
-
-    from facecls.errors import failed_jobs
 
     if failed_jobs:
         sys.stderr.write(f"facecls: {len(failed_jobs)} job(s) failed; see the lines above.\n")

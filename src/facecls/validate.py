@@ -24,7 +24,12 @@ def _number(cfg: DictConfig, key: str):
 
 
 def validate_train_config(cfg: DictConfig) -> None:
+    from facecls.data.split import check_ratios
+
     t = cfg.trainer
+    split = cfg.data.get("split")
+    if split is not None:  # before any image is read: a typo should fail in a second
+        check_ratios(*(_number(cfg, f"data.split.{k}") for k in ("train", "val", "test")))
     for key in ("batch_size", "eval_batch_size", "max_epochs"):
         value = _number(cfg, f"trainer.{key}")
         _require(isinstance(value, int) and value >= 1,

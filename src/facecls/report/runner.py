@@ -1,13 +1,16 @@
 """Run facecls commands for the report, re-using results that are already complete."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
-import os
+import logging
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 DONE = ".report-done.json"  # written after a command succeeded, with the exact arguments
 
@@ -19,19 +22,49 @@ class Outcome:
     message: str = ""  # the one-line reason when not ok
 
 
-def facecls(args: list[str], log_file: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `facecls ARGS` as a user would; everything it prints goes to ``log_file``."""
+@dataclass
+class Finished:
+    returncode: int
+    stderr: str
+
+
+def facecls(args: list[str], log_file: Path) -> Finished:
+    """Run `facecls ARGS` exactly as from a shell, but in this process (a fresh interpreter
+    per command would spend seconds importing torch each time); everything it prints goes to
+    ``log_file``. Process-wide state a command changes (argv, logging, the RNG) is restored."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from facecls.cli import main
+
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "a", encoding="utf-8") as log:
-        log.write(f"$ facecls {' '.join(args)}\n")
-        log.flush()
-        proc = subprocess.run([sys.executable, "-m", "facecls", *args], stdout=log, stderr=subprocess.PIPE,
-                              text=True, env={**os.environ, **(env or {})})
-        log.write(proc.stderr)
-    return proc
+    root = logging.getLogger()
+    saved = (list(sys.argv), list(root.handlers), root.level, torch.get_rng_state())
+    # This command runs inside the `facecls report` Hydra app: park its Hydra state meanwhile.
+    outer_hydra, outer_config = GlobalHydra.instance().hydra, HydraConfig.instance().cfg
+    GlobalHydra.instance().clear()
+    errors = io.StringIO()
+    with open(log_file, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(errors):
+        print(f"$ facecls {' '.join(args)}", flush=True)
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        finally:
+            GlobalHydra.instance().clear()
+            if outer_hydra is not None:
+                GlobalHydra.instance().initialize(outer_hydra)
+            HydraConfig.instance().cfg = outer_config
+            sys.argv[:], root.handlers[:] = saved[0], saved[1]
+            root.setLevel(saved[2])
+            torch.set_rng_state(saved[3])
+        log.write(errors.getvalue())
+    return Finished(code, errors.getvalue())
 
 
-def last_error(proc: subprocess.CompletedProcess) -> str:
+def last_error(proc: Finished) -> str:
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("facecls: error:")]
     return (errors or lines or [f"exit status {proc.returncode}"])[-1].replace("facecls: error: ", "")
