@@ -3,8 +3,8 @@
 loop (ImageFolder + per-sample transforms + DataLoader), side by side in one run.
 
     python scripts/bench.py                              # 2,000 JPEGs of 250 px, 11 classes
-    python scripts/bench.py --models convnet --epochs 5 --out bench.json
-    python scripts/bench.py --quick                      # smoke run: seconds, numbers meaningless
+    python scripts/bench.py --models convnet --epochs 5 --variants contiguous,amp,compile
+    python scripts/bench.py --quick                      # smoke run (~30 s), numbers meaningless
 
 It writes an ImageFolder of synthetic-face JPEGs into a temporary folder, then for each
 model (built from conf/model/<name>.yaml exactly as `facecls train` builds it; AlexNet with
@@ -15,7 +15,9 @@ seed, batch size and epochs:
     steady-state images/s of the later epochs; the speedup; the pipeline overhead
     (1 − pure forward/backward/step on pre-staged batches ÷ epoch time); the MFU (training
     FLOPs from torch.utils.flop_counter × images/s ÷ a measured fp32 matmul peak);
-  * AlexNet feature head: epoch with cached features vs recomputing the backbone;
+  * AlexNet feature head: epoch with cached features vs recomputing the backbone, with the
+    report's head [4096, 4096] and with a small one (--small-head);
+  * --variants: the ConvNet again with channels_last off, bf16 autocast or torch.compile;
   * scaling: time per image and peak RSS at N, 2N, 4N images (N = --images/4), each in a
     fresh process; start-up: `facecls train` on tiny data vs `import torch, torchvision`.
 Prints a table and writes every figure to --out (JSON). Timings on a shared machine are
@@ -44,8 +46,13 @@ from facecls.data.synthetic import write_dataset
 from facecls.io import atomic_write_json
 
 MODELS = ("convnet", "mlp", "alexnet_feature")
-QUICK = {"images": 96, "classes": 4, "source_size": 48, "epochs": 2, "batch_size": 16,
-         "matmul_size": 512, "startup_repeats": 1}
+# threads=1: tiny ops on a busy machine lose more to thread hand-offs than they gain
+QUICK = {"images": 96, "classes": 4, "source_size": 48, "epochs": 2, "naive_epochs": 1, "batch_size": 16,
+         "matmul_size": 512, "startup_repeats": 1, "threads": 1}
+# ConvNet variants (--variants): the levers the default run leaves as they are
+VARIANTS = {"contiguous": "trainer.channels_last=false", "amp": "trainer.amp=true", "compile": "trainer.compile=true"}
+# --quick also shrinks the models (AlexNet: its smallest crop), so the smoke run takes seconds
+QUICK_MODELS = {"convnet": ["model.input_size=32"], "alexnet_feature": ["model.input_size=63", "model.head=[64]"]}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -54,14 +61,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--classes", type=int, default=11)
     p.add_argument("--source-size", type=int, default=250, help="side of the generated JPEGs (px)")
     p.add_argument("--epochs", type=int, default=3, help="epochs per run (the first includes warm-up)")
-    p.add_argument("--naive-epochs", type=int, default=None,
-                   help="epochs of the naive loop and of the recomputed AlexNet backbone, which cost "
-                        "the same every epoch (default: --epochs)")
+    p.add_argument("--naive-epochs", type=int, default=2,
+                   help="epochs of the naive loop and of the recomputed AlexNet backbone: each of "
+                        "them costs the same, the fastest counts")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (AMP follows trainer.amp=auto)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--compile", action="store_true", help="also time the ConvNet with trainer.compile=true")
+    p.add_argument("--small-head", type=int, default=32,
+                   help="hidden size of the small AlexNet head that isolates the feature cache's gain")
+    p.add_argument("--variants", default="",
+                   help=f"comma-separated ConvNet variants to time as well: {', '.join(VARIANTS)}")
     p.add_argument("--matmul-size", type=int, default=2048, help="n of the n×n matmul that measures the peak")
     p.add_argument("--startup-repeats", type=int, default=3)
     p.add_argument("--out", default="bench.json")
@@ -74,17 +84,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = sorted(set(args.models) - set(MODELS))
     if unknown:
         p.error(f"unknown model(s) {', '.join(unknown)} — choose from {', '.join(MODELS)}")
-    args.naive_epochs = args.naive_epochs or args.epochs
+    args.variants = [name.strip() for name in args.variants.split(",") if name.strip()]
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        p.error(f"unknown variant(s) {', '.join(unknown)} — choose from {', '.join(VARIANTS)}")
     return args
 
 
 def overrides(model: str, root: Path, cache_dir: Path, args, epochs: int) -> list[str]:
     """`facecls train` overrides of one measured run."""
-    extra = []
-    if model.startswith("alexnet"):
-        extra.append("model.pretrained=false")
-        if args.quick:
-            extra.append("model.input_size=63")  # the smallest crop AlexNet takes
+    extra = ["model.pretrained=false"] if model.startswith("alexnet") else []
+    if args.quick:
+        extra += QUICK_MODELS.get(model, [])
     return [f"model={model}", "data=imagefolder", f"data.root={root}", f"paths.cache_dir={cache_dir}",
             f"trainer.batch_size={args.batch_size}", f"trainer.max_epochs={epochs}", f"trainer.device={args.device}",
             "trainer.progress=false", "seed=0", *(["trainer.num_threads=" + str(args.threads)] if args.threads else []),
@@ -92,54 +103,83 @@ def overrides(model: str, root: Path, cache_dir: Path, args, epochs: int) -> lis
 
 
 def throughput(run: dict) -> float:
-    """Train images per second of a run's steady state: the median epoch after the first
-    (the first pays warm-up: thread pools, kernel choice, page cache)."""
-    seconds = run["epoch_seconds"][1:] or run["epoch_seconds"]
-    return run["train_images"] / statistics.median(seconds)
+    """Train images per second of a run's steady state (see bench_measure.best_epoch_seconds)."""
+    return run["train_images"] / m.best_epoch_seconds(run)
 
 
-def bench_model(model: str, args, root: Path, work: Path, peak: float) -> dict:
-    cache = work / f"cache-{model}"
-    cfg = m.compose_config(overrides(model, root, cache, args, args.epochs))
-    naive_cfg = m.compose_config(overrides(model, root, cache, args, args.naive_epochs))
-    naive = {w: m.naive_run(naive_cfg, args.naive_epochs, w) for w in (0, 2)}
-    # All naive epochs decode every image: none is a warm-up epoch, so all count.
-    naive_ips = {w: r["train_images"] / statistics.median(r["epoch_seconds"]) for w, r in naive.items()}
-    best = max(naive_ips, key=naive_ips.get)
-    run = m.facecls_run(cfg, work / f"run-{model}")
-    first, steady = run["epoch_seconds"][0], statistics.median(run["epoch_seconds"][1:] or run["epoch_seconds"])
+def naive_side(cfg, args) -> dict:
+    """The naive loop with DataLoader num_workers 0 and 2; the faster one is the reference.
+    Every naive epoch decodes every image (no warm-up epoch), so the fastest of all counts."""
+    runs = {w: m.naive_run(cfg, args.naive_epochs, w) for w in (0, 2)}
+    ips = {w: r["train_images"] / min(r["epoch_seconds"]) for w, r in runs.items()}
+    best = max(ips, key=ips.get)
+    return {"workers": best, "images_per_second": ips[best],
+            "images_per_second_by_workers": {str(w): v for w, v in ips.items()},
+            "epoch_seconds": runs[best]["epoch_seconds"]}
+
+
+def facecls_side(run: dict, args) -> dict:
+    """Throughput, decode, pipeline overhead and FLOPs of one facecls run (same process)."""
+    first, steady = run["epoch_seconds"][0], m.best_epoch_seconds(run)
     one_time = run["decode_seconds"] + run["feature_seconds"]
-    pure = statistics.median(m.pure_compute_seconds(run, repeats=max(1, args.epochs - 1)))
+    pure = min(m.pure_compute_seconds(run, repeats=max(2, args.epochs - 1)))
     train_flops, forward_flops = m.flops_per_image(run)
     epoch_flops = run["train_images"] * train_flops + run["val_images"] * forward_flops
-    ips = throughput(run)
-    entry = {
-        "naive": {"workers": best, "images_per_second": naive_ips[best],
-                  "images_per_second_by_workers": {str(w): v for w, v in naive_ips.items()},
-                  "epoch_seconds": naive[best]["epoch_seconds"]},
+    return {
         "facecls": {"decode_seconds": run["decode_seconds"], "feature_seconds": run["feature_seconds"],
                     "first_epoch_seconds": first, "first_epoch_incl_decode_seconds": one_time + first,
-                    "steady_epoch_seconds": steady, "images_per_second": ips,
+                    "steady_epoch_seconds": steady, "images_per_second": throughput(run),
                     "epoch_seconds": run["epoch_seconds"]},
         "train_images": run["train_images"], "val_images": run["val_images"],
-        "speedup": ips / naive_ips[best],
-        # Whole runs of --epochs epochs, decode included: what a user waits for.
-        "speedup_whole_run": sum(naive[best]["epoch_seconds"]) * args.epochs / args.naive_epochs
-                             / (one_time + sum(run["epoch_seconds"])),
         "pure_compute_seconds": pure, "pipeline_overhead": 1 - pure / steady,
         "train_flops_per_image": train_flops, "forward_flops_per_image": forward_flops,
-        "mfu": epoch_flops / steady / peak, "mfu_compute_only": epoch_flops / pure / peak,
+        "epoch_flops": epoch_flops,
     }
+
+
+def cache_speedup(model: str, root: Path, cache: Path, work: Path, args, extra: list[str],
+                  cached: dict | None = None) -> dict:
+    """A frozen backbone: head epochs on cached features (``cached``: a run's figures, when
+    already measured) vs recomputing the backbone on every batch."""
+    runs = {} if cached is None else {"cached": cached}
+    for name, switch, epochs in (("cached", "true", args.epochs), ("recompute", "false", args.naive_epochs)):
+        if name in runs:
+            continue
+        cfg = m.compose_config(overrides(model, root, cache, args, epochs) + extra
+                               + [f"model.cache_features={switch}"])
+        run = m.facecls_run(cfg, work / f"run-{name}")
+        runs[name] = {"epoch_seconds": run["epoch_seconds"], "images_per_second": throughput(run)}
+        del run  # AlexNet's default head holds ~3 GB with its optimizer state
+    return {**runs, "speedup": runs["cached"]["images_per_second"] / runs["recompute"]["images_per_second"]}
+
+
+def bench_model(model: str, args, root: Path, work: Path) -> dict:
+    cache = work / f"cache-{model}"
+    naive = naive_side(m.compose_config(overrides(model, root, cache, args, args.naive_epochs)), args)
+    run = m.facecls_run(m.compose_config(overrides(model, root, cache, args, args.epochs)), work / f"run-{model}")
+    entry = {"naive": naive, **facecls_side(run, args)}
+    del run
+    f = entry["facecls"]
+    entry["speedup"] = f["images_per_second"] / naive["images_per_second"]
+    # Whole runs of --epochs epochs, the one-time work included: what a user waits for.
+    naive_run_seconds = statistics.mean(naive["epoch_seconds"]) * args.epochs
+    entry["speedup_whole_run"] = naive_run_seconds / (f["decode_seconds"] + f["feature_seconds"]
+                                                      + sum(f["epoch_seconds"]))
     if model == "alexnet_feature":
-        recompute = m.facecls_run(m.compose_config(overrides(model, root, cache, args, args.naive_epochs)
-                                                   + ["model.cache_features=false"]), work / "run-recompute")
-        entry["recompute_backbone"] = {"epoch_seconds": recompute["epoch_seconds"],
-                                       "images_per_second": throughput(recompute)}
-        entry["cache_speedup"] = ips / entry["recompute_backbone"]["images_per_second"]
-    if model == "convnet" and args.compile:
-        compiled = m.facecls_run(m.compose_config(overrides(model, root, cache, args, args.epochs)
-                                                  + ["trainer.compile=true"]), work / "run-compiled")
-        entry["compiled"] = {"epoch_seconds": compiled["epoch_seconds"], "images_per_second": throughput(compiled)}
+        entry["cache"] = cache_speedup(model, root, cache, work, args, [], cached={
+            "epoch_seconds": f["epoch_seconds"], "images_per_second": f["images_per_second"]})
+        # The report's head [4096, 4096] costs most of what the backbone costs; a small head
+        # shows what the feature cache itself saves.
+        entry["cache_small_head"] = cache_speedup(model, root, cache, work, args,
+                                                  [f"model.head=[{args.small_head}]"])
+    if model == "convnet":
+        entry["variants"] = {}
+        for name in args.variants:
+            run = m.facecls_run(m.compose_config(overrides(model, root, cache, args, args.epochs)
+                                                 + [VARIANTS[name]]), work / f"run-{name}")
+            ips = throughput(run)
+            entry["variants"][name] = {"override": VARIANTS[name], "epoch_seconds": run["epoch_seconds"],
+                                       "images_per_second": ips, "vs_default": ips / f["images_per_second"]}
     return entry
 
 
@@ -162,23 +202,28 @@ def scaling(args, root: Path, work: Path) -> dict:
     for share in (4, 2, 1):
         k = max(1, per_class // share)
         subset = subset_folder(root, work / f"subset-{k}", k)
-        cfg = overrides("convnet", subset, work / f"cache-scaling-{k}", args, args.epochs)
+        # The same number of measured images at every size (N runs 4× the epochs of 4N), so
+        # each size is equally exposed to other processes' noise; the first epoch is warm-up.
+        epochs = 1 + max(1, args.epochs - 1) * share
+        cfg = overrides("convnet", subset, work / f"cache-scaling-{k}", args, epochs)
         # spawn: a fresh interpreter per size, so one size's peak RSS never leaks into another's
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
             points.append(pool.submit(m.scaling_point, cfg).result())
     per_image = [p["epoch_seconds_per_train_image"] for p in points]
     decode = [p["decode_seconds_per_image"] for p in points]
-    raw = [p["raw_pixel_bytes"] for p in points]
-    rss = [p["peak_rss_bytes"] for p in points]
-    slope = (rss[-1] - rss[0]) / max(raw[-1] - raw[0], 1)
+    for p in points:
+        # what is neither start-up, model state nor pixels: activations, buffers, allocator slack
+        p["other_rss_bytes"] = p["peak_rss_bytes"] - p["startup_rss_bytes"] - p["model_bytes"] - p["raw_pixel_bytes"]
+    first, largest = points[0], points[-1]
     return {"points": points,
             "epoch_time_per_image_change": per_image[-1] / per_image[0] - 1,
             "epoch_time_per_image_max_deviation": max(abs(v / per_image[0] - 1) for v in per_image),
             "decode_time_per_image_change": decode[-1] / decode[0] - 1,
-            # extra peak RSS per extra raw pixel byte from N to 4N: the start-up footprint,
-            # the model and the batch buffers cancel out
-            "marginal_rss_per_raw_byte": slope,
-            "fixed_rss_bytes": rss[0] - slope * raw[0]}
+            # Peak memory that loading the data adds per extra byte of decoded pixels, N → 4N
+            # (the fixed part — thread pool, decoder buffers — cancels): 1.0 = the pixels
+            # alone, 2.0 = one extra copy of them at some moment.
+            "data_rss_per_raw_byte": (largest["data_peak_rss_bytes"] - first["data_peak_rss_bytes"])
+                                     / (largest["raw_pixel_bytes"] - first["raw_pixel_bytes"])}
 
 
 def main(argv=None) -> dict:
@@ -191,18 +236,18 @@ def main(argv=None) -> dict:
     try:
         per_class = math.ceil(args.images / args.classes)
         root = write_dataset(work / "faces", args.classes, per_class, args.source_size, seed=0, progress=False)
-        peak = m.matmul_peak_flops(device, args.matmul_size)
+        peak_start = m.matmul_peak_flops(device, args.matmul_size)
         report = {"machine": {"cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                               "device": str(device), "torch": torch.__version__,
                               "torchvision": torchvision.__version__, "python": sys.version.split()[0],
-                              "matmul_peak_flops": peak},
+                              "matmul_peak_flops_start": peak_start},
                   "settings": {k: v for k, v in vars(args).items() if k != "out"}}
         report["settings"]["images"] = per_class * args.classes
         phases = report["bench_seconds"] = {}
         report["models"] = {}
         for name in args.models:
             started = time.perf_counter()
-            report["models"][name] = bench_model(name, args, root, work, peak)
+            report["models"][name] = bench_model(name, args, root, work)
             phases[name] = time.perf_counter() - started
         started = time.perf_counter()
         report["scaling"] = scaling(args, root, work)
@@ -214,6 +259,12 @@ def main(argv=None) -> dict:
         startup["extra_seconds"] = startup["facecls_train_seconds"] - startup["import_torch_seconds"]
         report["startup"] = startup
         report["machine"]["load_average_1min"] = [load_start, os.getloadavg()[0]]
+        peak_end = report["machine"]["matmul_peak_flops_end"] = m.matmul_peak_flops(device, args.matmul_size)
+        # Other processes only ever slow the matmul down: the faster measurement is the peak.
+        peak = report["machine"]["matmul_peak_flops"] = max(peak_start, peak_end)
+        for entry in report["models"].values():
+            entry["mfu"] = entry["epoch_flops"] / entry["facecls"]["steady_epoch_seconds"] / peak
+            entry["mfu_compute_only"] = entry["epoch_flops"] / entry["pure_compute_seconds"] / peak
         report["targets"] = targets(report)
     finally:
         shutil.rmtree(work, ignore_errors=True)

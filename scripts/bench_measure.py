@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from facecls.data.batches import BatchPreparer, iterate_batches
 from facecls.data.dataset import build_data, load_image_list
 from facecls.data.decode import Preprocess
 from facecls.data.split import assign_splits
-from facecls.engine import EarlyStopping, fit
+from facecls.engine import EarlyStopping, autocast, fit
 from facecls.models import build_model, preprocess_for
 from facecls.runtime import compile_model, configure_threads, seed_everything, select_device
 from facecls.train import loop_settings, trainable_param_groups
@@ -125,9 +124,12 @@ def facecls_run(cfg: DictConfig, run_dir: Path) -> dict:
     settings = loop_settings(cfg, device)
     settings.progress = False
     prep = preprocess_for(cfg.model)
+    rss_before = current_rss_bytes()
+    reset_peak_rss()
     started = time.perf_counter()
     data = build_data(cfg.data, prep, cfg.paths.cache_dir, progress=False)
     decode_seconds = time.perf_counter() - started
+    data_peak_rss = peak_rss_bytes() - rss_before  # meaningful in a fresh process (scaling_point)
     raw_pixel_bytes = sum(data.split(s).inputs.numel() for s in ("train", "val", "test"))
     model = build_model(cfg.model, num_classes=len(data.classes)).to(device)
     channels_last = bool(cfg.trainer.channels_last)
@@ -146,6 +148,7 @@ def facecls_run(cfg: DictConfig, run_dir: Path) -> dict:
     return {"decode_seconds": decode_seconds, "feature_seconds": feature_seconds,
             "epoch_seconds": [row["seconds"] for row in result.history],
             "train_images": len(data.train), "val_images": len(data.val), "raw_pixel_bytes": raw_pixel_bytes,
+            "data_peak_rss_bytes": data_peak_rss,
             "model_bytes": model_state_bytes(model),
             # for the measurements that follow in this process:
             "_net": net, "_data": data, "_prepare": prepare, "_optimizer": optimizer, "_settings": settings}
@@ -171,7 +174,7 @@ def staged_batches(run: dict) -> tuple[list, list]:
 
 def pure_compute_seconds(run: dict, repeats: int) -> list[float]:
     """Seconds of an epoch's forward/backward/step + val forward on pre-staged batches."""
-    net, optimizer, device = run["_net"], run["_optimizer"], run["_settings"].device
+    net, optimizer, settings = run["_net"], run["_optimizer"], run["_settings"]
     train, val = staged_batches(run)
     seconds = []
     for _ in range(repeats):
@@ -179,13 +182,15 @@ def pure_compute_seconds(run: dict, repeats: int) -> list[float]:
         net.train()
         for x, y in train:
             optimizer.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(net(x), y).backward()
+            with autocast(settings):  # the same numerics as fit (AMP on CUDA)
+                loss = nn.functional.cross_entropy(net(x).float(), y)
+            loss.backward()
             optimizer.step()
         net.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(settings):
             for x in val:
                 net(x)
-        sync(device)
+        sync(settings.device)
         seconds.append(time.perf_counter() - started)
     return seconds
 
@@ -208,9 +213,11 @@ def flops_per_image(run: dict) -> tuple[float, float]:
     return train / len(x), counter.get_total_flops() / len(x)
 
 
-def matmul_peak_flops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
-    """The machine's fp32 matmul FLOP/s: the best of a few n×n torch.mm (2n³ FLOPs each)."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def matmul_peak_flops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
+    """The machine's matmul FLOP/s: the best of a few n×n torch.mm (2n³ FLOPs each), in fp32
+    on the CPU and in bf16 on CUDA (where AMP trains in bf16)."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     torch.mm(a, b)  # warm-up: thread pool, kernel choice
     best = float("inf")
     for _ in range(repeats):
@@ -237,6 +244,23 @@ def peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # macOS counts bytes, others KiB
 
 
+def current_rss_bytes() -> int:
+    """This process's resident set size now (0 where /proc is missing)."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+def reset_peak_rss() -> bool:
+    """Restart the peak RSS count from the current RSS (Linux: /proc/self/clear_refs)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def scaling_point(overrides: list[str]) -> dict:
     """One facecls run in this (fresh) process: time per image and peak RSS against the raw
     pixel bytes. Meant for a spawned child, so each size's peak is its own."""
@@ -244,13 +268,22 @@ def scaling_point(overrides: list[str]) -> dict:
     cfg = compose_config(overrides)
     with tempfile.TemporaryDirectory() as run_dir:
         run = facecls_run(cfg, Path(run_dir))
-    steady = statistics.median(run["epoch_seconds"][1:] or run["epoch_seconds"])
     images = run["raw_pixel_bytes"] // (3 * preprocess_for(cfg.model).size ** 2)
-    return {"images": images, "train_images": run["train_images"],
+    steady = run["epoch_seconds"][1:] or run["epoch_seconds"]
+    return {"images": images, "train_images": run["train_images"], "epochs": len(run["epoch_seconds"]),
             "decode_seconds_per_image": run["decode_seconds"] / images,
-            "epoch_seconds_per_train_image": steady / run["train_images"],
-            "peak_rss_bytes": peak_rss_bytes(), "startup_rss_bytes": startup_rss,
+            # the mean over the epochs after the first: each size measures the same total work
+            "epoch_seconds_per_train_image": sum(steady) / len(steady) / run["train_images"],
+            "peak_rss_bytes": max(peak_rss_bytes(), startup_rss), "startup_rss_bytes": startup_rss,
+            "data_peak_rss_bytes": run["data_peak_rss_bytes"],
             "raw_pixel_bytes": run["raw_pixel_bytes"], "model_bytes": run["model_bytes"]}
+
+
+def best_epoch_seconds(run: dict) -> float:
+    """The steady-state epoch: the fastest after the first (which pays warm-up: thread pools,
+    kernel choice, page cache). The fastest, not the median: on a shared machine other
+    processes only ever add time, so the minimum is the least disturbed measurement."""
+    return min(run["epoch_seconds"][1:] or run["epoch_seconds"])
 
 
 def startup_seconds(tiny_root: Path, work: Path, repeats: int) -> dict:

@@ -4,13 +4,16 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from facecls.errors import RunStopped, UserError, reports_user_errors
+
+if TYPE_CHECKING:  # torch loads when a run starts: `facecls train --help` answers without it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,8 @@ def trainable_param_groups(model: torch.nn.Module, lr: float):
 def run_training(cfg: DictConfig, run_dir: Path, dist=None) -> dict:
     """Train one configuration into ``run_dir``; return its metrics. ``dist``: this
     process's place in a DDP group (facecls.distributed), None for one process."""
+    import torch
+
     from facecls.checkpoint import save_checkpoint
     from facecls.data.batches import BatchPreparer, build_transform
     from facecls.data.dataset import build_data

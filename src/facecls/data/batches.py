@@ -54,15 +54,18 @@ class BatchPreparer:
         self.shift = mean / std
 
     def __call__(self, x: torch.Tensor, train: bool = False) -> torch.Tensor:
+        if self.device.type == "cuda" and x.device.type == "cpu":
+            # page-locked memory: the copy below runs asynchronously (non_blocking) with the GPU
+            x = x.pin_memory()
         x = x.to(self.device, non_blocking=True)
         if x.dtype != torch.uint8:
             return x
         if train and self.augment is not None:
             x = torch.stack([self.augment(image) for image in x])
-        x = x.float().mul_(self.scale).sub_(self.shift)
         if self.channels_last:
+            # reorder the uint8 batch (a quarter of the float bytes); float() keeps the layout
             x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        return x.float().mul_(self.scale).sub_(self.shift)
 
 
 def build_transform(transforms_cfg):

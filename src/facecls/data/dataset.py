@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from facecls.data import leakage
 from facecls.data.decode import Preprocess, decode_images
+from facecls.data.mapped import budget_bytes
 from facecls.data.sources import SPLITS, ImageList
 from facecls.data.split import assign_splits
 from facecls.errors import UserError
@@ -77,13 +78,18 @@ def build_data(data_cfg: DictConfig, prep: Preprocess, cache_dir: str | Path | N
         s = data_cfg.split
         splits = assign_splits(images.files, s.train, s.val, s.test, seed=s.seed)
     use_cache = cache_dir is not None and data_cfg.get("cache", True)
-    pixels, keep, skipped = decode_images(images.root, images.files, prep,
-                                          Path(cache_dir) if use_cache else None, progress)
+    # Decode in split order (train, val, test; file order within each): every split is then
+    # one block of rows, so its tensor is a view of the decoded pixels, not a second copy.
+    order = sorted(range(len(images.files)),
+                   key=lambda i: SPLITS.index(splits[i]) if splits[i] in SPLITS else len(SPLITS))
+    pixels, keep, skipped = decode_images(images.root, [images.files[i] for i in order], prep,
+                                          Path(cache_dir) if use_cache else None, progress,
+                                          max_bytes=budget_bytes(data_cfg.get("cache_max_gb", "auto")))
     if skipped:
         shown = "; ".join(f"{f} ({why})" for f, why in list(skipped.items())[:10])
         more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
         log.warning("Skipped %d unreadable file(s): %s%s", len(skipped), shown, more)
-    kept = [i for i, k in enumerate(keep.tolist()) if k]
+    kept = [i for i, k in zip(order, keep.tolist()) if k]  # file indices, in pixel-row order
     if not kept:
         raise UserError(f"no readable images under '{images.root}' — put JPEG/PNG files in "
                         "one folder per class (all files failed to decode).")
@@ -103,7 +109,11 @@ def build_data(data_cfg: DictConfig, prep: Preprocess, cache_dir: str | Path | N
             raise UserError(f"the {name} split of '{images.root}' is empty ({len(kept)} images in "
                             "all) — add images or change the data.split ratios.")
         index = torch.tensor(rows)
-        parts[name] = Split(pixels[index], labels[index], [kept_files[j] for j in rows])
+        if rows[-1] - rows[0] + 1 == len(rows):  # one block of rows: a view, no copy
+            inputs = pixels[rows[0]:rows[-1] + 1]
+        else:  # data.drop_duplicates took rows out of this split
+            inputs = pixels[index]
+        parts[name] = Split(inputs, labels[index], [kept_files[j] for j in rows])
     missing = [c for i, c in enumerate(images.classes) if not (parts["train"].labels == i).any()]
     if missing:
         log.warning("Class(es) with no training image: %s — add images to them.", ", ".join(missing))

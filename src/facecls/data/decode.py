@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,8 @@ import torch
 from PIL import Image, ImageFile
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
+
+from facecls.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +87,10 @@ def cache_key(root: Path, files: list[str], prep: Preprocess) -> str:
     return h.hexdigest()[:24]
 
 
-def _decode_all(root: Path, files: list[str], prep: Preprocess, progress: bool | None):
-    images = torch.zeros((len(files), 3, prep.size, prep.size), dtype=torch.uint8)
+def _decode_all(root: Path, files: list[str], prep: Preprocess, progress: bool | None,
+                out: torch.Tensor | None = None):
+    """Decode every file into ``out`` (a new tensor when None); unreadable rows stay zero."""
+    images = torch.zeros((len(files), 3, prep.size, prep.size), dtype=torch.uint8) if out is None else out
     skipped: dict[str, str] = {}
 
     def work(i: int) -> None:
@@ -103,21 +108,40 @@ def _decode_all(root: Path, files: list[str], prep: Preprocess, progress: bool |
 
 
 def decode_images(root: Path, files: list[str], prep: Preprocess, cache_dir: Path | None,
-                  progress: bool | None = None):
+                  progress: bool | None = None, max_bytes: int | None = None):
     """Return (uint8 images N×3×S×S of the readable files, keep mask over ``files``,
-    {skipped file: reason}). Re-uses ``cache_dir/tensors/<key>.pt`` when present."""
+    {skipped file: reason}). Re-uses ``cache_dir/tensors/<key>.pt`` when present.
+
+    Pixels that would take more than ``max_bytes`` (data.cache_max_gb) are decoded into a
+    file under ``cache_dir`` and memory-mapped instead of held in memory (facecls.data.mapped)."""
+    from facecls.data import mapped
+
+    shape = (len(files), 3, prep.size, prep.size)
+    over_budget = max_bytes is not None and math.prod(shape) > max_bytes
+    if over_budget and cache_dir is None:
+        raise UserError(f"the decoded images need {math.prod(shape) / mapped.GB:.1f} GB, more than "
+                        f"data.cache_max_gb ({max_bytes / mapped.GB:.1f} GB), and with data.cache=false "
+                        "there is no disk cache to keep them in — set data.cache=true (or raise data.cache_max_gb).")
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / "tensors" / f"{cache_key(root, files, prep)}.pt"
         if path.is_file():
             try:
-                saved = torch.load(path, weights_only=True)
+                # mmap over the budget: the pixels stay in the file, pages load as batches need them
+                saved = torch.load(path, weights_only=True, mmap=over_budget)
                 log.info("Loaded %d decoded images from cache %s", int(saved["keep"].sum()), path)
                 return saved["images"], saved["keep"], dict(saved["skipped"])
             except Exception as err:  # a damaged cache is rebuilt, not trusted
                 log.warning("Ignoring unreadable tensor cache %s (%s)", path, err)
+        found = mapped.load_mapped(path)  # decoded over the budget by an earlier run
+        if found is not None:
+            log.info("Memory-mapped %d decoded images from cache %s", len(found[0]), path.with_suffix(".u8"))
+            return found
+        if over_budget:
+            return mapped.decode_to_file(path, shape, lambda out: _decode_all(root, files, prep, progress, out))
     images, keep, skipped = _decode_all(root, files, prep, progress)
-    images = images[keep].contiguous()
+    if not bool(keep.all()):
+        images = images[keep]  # a copy, only when some file could not be read
     if path is not None:
         from facecls.io import atomic_torch_save
 
