@@ -196,19 +196,24 @@ def subset_folder(root: Path, out: Path, per_class: int) -> Path:
 
 
 def scaling(args, root: Path, work: Path) -> dict:
-    """ConvNet time per image and peak RSS at N, 2N, 4N images, each in a fresh process."""
+    """ConvNet at N, 2N and 4N images (N = --images/4): the time per image, the sizes taking
+    turns in this process; the peak RSS, each size in a fresh process."""
+    shares = (4, 2, 1)
+    run = m.facecls_run(m.compose_config(overrides("convnet", root, work / "cache-convnet", args, 1)),
+                        work / "run-scaling")  # its one epoch is the warm-up
+    per_image = m.interleaved_seconds_per_image(run, shares, rounds=max(1, args.epochs - 1))
+    train_images = [max(1, len(run["_data"].train) // share) for share in shares]
+    del run
     per_class = math.ceil(args.images / args.classes)
     points = []
-    for share in (4, 2, 1):
+    for share, seconds, n_train in zip(shares, per_image, train_images):
         k = max(1, per_class // share)
         subset = subset_folder(root, work / f"subset-{k}", k)
-        # The same number of measured images at every size (N runs 4× the epochs of 4N), so
-        # each size is equally exposed to other processes' noise; the first epoch is warm-up.
-        epochs = 1 + max(1, args.epochs - 1) * share
-        cfg = overrides("convnet", subset, work / f"cache-scaling-{k}", args, epochs)
+        cfg = overrides("convnet", subset, work / f"cache-scaling-{k}", args, 1)
         # spawn: a fresh interpreter per size, so one size's peak RSS never leaks into another's
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            points.append(pool.submit(m.scaling_point, cfg).result())
+            point = pool.submit(m.memory_point, cfg).result()
+        points.append({**point, "train_images": n_train, "epoch_seconds_per_train_image": seconds})
     per_image = [p["epoch_seconds_per_train_image"] for p in points]
     decode = [p["decode_seconds_per_image"] for p in points]
     for p in points:

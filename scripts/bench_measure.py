@@ -8,7 +8,8 @@
 * :func:`pure_compute_seconds` — the same epoch on batches already prepared on the device:
   what is left when the pipeline costs nothing.
 * :func:`flops_per_image`, :func:`matmul_peak_flops` — the two halves of the MFU.
-* :func:`scaling_point` — one dataset size in a fresh process, for time per image and peak RSS.
+* :func:`interleaved_seconds_per_image` — time per image at several dataset sizes, in turns.
+* :func:`memory_point` — one dataset size in a fresh process: its peak RSS.
 * :func:`startup_seconds` — ``facecls train`` on the CI tiny data against importing torch.
 
 An epoch is the same work on both sides: one shuffled pass over the train split plus one
@@ -16,6 +17,7 @@ pass over the val split; images/s = train images ÷ epoch seconds (as metrics.js
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import subprocess
@@ -35,7 +37,7 @@ from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 
 from facecls.data.batches import BatchPreparer, iterate_batches
-from facecls.data.dataset import build_data, load_image_list
+from facecls.data.dataset import Split, build_data, load_image_list
 from facecls.data.decode import Preprocess
 from facecls.data.split import assign_splits
 from facecls.engine import EarlyStopping, autocast, fit
@@ -129,7 +131,7 @@ def facecls_run(cfg: DictConfig, run_dir: Path) -> dict:
     started = time.perf_counter()
     data = build_data(cfg.data, prep, cfg.paths.cache_dir, progress=False)
     decode_seconds = time.perf_counter() - started
-    data_peak_rss = peak_rss_bytes() - rss_before  # meaningful in a fresh process (scaling_point)
+    data_peak_rss = peak_rss_bytes() - rss_before  # meaningful in a fresh process (memory_point)
     raw_pixel_bytes = sum(data.split(s).inputs.numel() for s in ("train", "val", "test"))
     model = build_model(cfg.model, num_classes=len(data.classes)).to(device)
     channels_last = bool(cfg.trainer.channels_last)
@@ -261,22 +263,40 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def scaling_point(overrides: list[str]) -> dict:
-    """One facecls run in this (fresh) process: time per image and peak RSS against the raw
-    pixel bytes. Meant for a spawned child, so each size's peak is its own."""
+def memory_point(overrides: list[str]) -> dict:
+    """One facecls run (decode + one epoch) in this fresh process: peak RSS against the raw
+    pixel bytes, and the decode time per image. Meant for a spawned child, so each size's
+    peak is its own."""
     startup_rss = peak_rss_bytes()  # torch, torchvision and facecls already imported
     cfg = compose_config(overrides)
     with tempfile.TemporaryDirectory() as run_dir:
         run = facecls_run(cfg, Path(run_dir))
     images = run["raw_pixel_bytes"] // (3 * preprocess_for(cfg.model).size ** 2)
-    steady = run["epoch_seconds"][1:] or run["epoch_seconds"]
-    return {"images": images, "train_images": run["train_images"], "epochs": len(run["epoch_seconds"]),
-            "decode_seconds_per_image": run["decode_seconds"] / images,
-            # the mean over the epochs after the first: each size measures the same total work
-            "epoch_seconds_per_train_image": sum(steady) / len(steady) / run["train_images"],
+    return {"images": images, "decode_seconds_per_image": run["decode_seconds"] / images,
             "peak_rss_bytes": max(peak_rss_bytes(), startup_rss), "startup_rss_bytes": startup_rss,
             "data_peak_rss_bytes": run["data_peak_rss_bytes"],
             "raw_pixel_bytes": run["raw_pixel_bytes"], "model_bytes": run["model_bytes"]}
+
+
+def interleaved_seconds_per_image(run: dict, shares: tuple[int, ...], rounds: int) -> list[float]:
+    """Epoch seconds per train image on the first 1/share of the train and val splits, for
+    each share: the sizes take turns in one process with one model (same memory layout, same
+    moment), and share s runs s epochs per round, so every size measures as many images."""
+    data, settings = run["_data"], run["_settings"]
+    seconds = {share: 0.0 for share in shares}
+    for _ in range(rounds):
+        for share in shares:
+            part = {}
+            for name in ("train", "val"):
+                split = data.split(name)
+                n = max(1, len(split) // share)
+                part[name] = Split(split.inputs[:n], split.labels[:n], split.files[:n])
+            subset = dataclasses.replace(data, **part)
+            with tempfile.TemporaryDirectory() as run_dir:
+                result = fit(run["_net"], subset, run["_prepare"], run["_optimizer"], None, EarlyStopping(),
+                             dataclasses.replace(settings, max_epochs=share), Path(run_dir), save=lambda *a: None)
+            seconds[share] += sum(row["seconds"] for row in result.history) / len(subset.train)
+    return [seconds[share] / (rounds * share) for share in shares]
 
 
 def best_epoch_seconds(run: dict) -> float:

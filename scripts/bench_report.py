@@ -72,13 +72,13 @@ def print_report(report: dict) -> None:
                   f"default), epochs {', '.join(f'{s:.2f}' for s in v['epoch_seconds'])} s")
 
     s = report["scaling"]
-    print("\nscaling (convnet, one fresh process per size; N runs 4× the epochs of 4N so every size measures "
-          "as many images; epoch ms/img = mean after the first epoch):")
+    print("\nscaling (convnet): epoch ms per train image — the sizes take turns in one process, N runs 4× the "
+          "epochs of 4N;\ndecode and memory — one fresh process per size (decode + one epoch)")
     widths = (7, 7, 14, 13, 13, 14, 15, 13, 9, 9)
-    print(_row(("images", "epochs", "decode ms/img", "epoch ms/img", "raw pixels MB", "data load MB", "peak RSS MB",
+    print(_row(("images", "train", "decode ms/img", "epoch ms/img", "raw pixels MB", "data load MB", "peak RSS MB",
                 "start-up MB", "model MB", "other MB"), widths))
     for p in s["points"]:
-        print(_row((p["images"], p["epochs"], f"{p['decode_seconds_per_image'] * 1e3:.2f}",
+        print(_row((p["images"], p["train_images"], f"{p['decode_seconds_per_image'] * 1e3:.2f}",
                     f"{p['epoch_seconds_per_train_image'] * 1e3:.2f}", f"{p['raw_pixel_bytes'] / MB:.1f}",
                     f"{p['data_peak_rss_bytes'] / MB:.1f}", f"{p['peak_rss_bytes'] / MB:.0f}",
                     f"{p['startup_rss_bytes'] / MB:.0f}", f"{p['model_bytes'] / MB:.0f}",

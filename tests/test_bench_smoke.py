@@ -88,6 +88,8 @@ def test_scaling_points(bench):
     s = bench[0]["scaling"]
     images = [p["images"] for p in s["points"]]
     assert images == [24, 48, 96]  # N, 2N, 4N with N = --images / 4
+    train = [p["train_images"] for p in s["points"]]
+    assert train[0] == train[2] // 4 and train[1] == train[2] // 2 and train[2] == bench[0]["models"]["convnet"]["train_images"]
     for p in s["points"]:
         assert p["raw_pixel_bytes"] == p["images"] * 3 * 32 * 32  # uint8 pixels of the 32-px ConvNet
         assert p["peak_rss_bytes"] >= p["startup_rss_bytes"] > 0 and positive(p["model_bytes"])
