@@ -2,9 +2,8 @@
 
 * :func:`naive_run` — the course report's pipeline: torchvision ImageFolder, a per-sample
   ``transforms.Compose(Resize, ToTensor, Normalize)``, a DataLoader and a plain loop.
-* :func:`facecls_run` — facecls's own pipeline, assembled as ``facecls train`` assembles it
-  (build_data, build_model, channels_last, BatchPreparer, the frozen-backbone hook, the
-  optimizer from the config, engine.fit).
+* :func:`facecls_run` — facecls's own pipeline, assembled by the same ``build_run`` as
+  ``facecls train`` (data, model, training view, optimizer from the config, engine.fit).
 * :func:`pure_compute_seconds` — the same epoch on batches already prepared on the device:
   what is left when the pipeline costs nothing.
 * :func:`flops_per_image`, :func:`matmul_peak_flops` — the two halves of the MFU.
@@ -36,25 +35,20 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 
-from facecls.data.batches import BatchPreparer, iterate_batches
-from facecls.data.dataset import Split, build_data, load_image_list
+from facecls.config.compose import compose
+from facecls.data.batches import iterate_batches
+from facecls.data.dataset import Split, load_image_list
 from facecls.data.decode import Preprocess
 from facecls.data.split import assign_splits
-from facecls.engine import EarlyStopping, autocast, fit
 from facecls.models import build_model, preprocess_for
-from facecls.runtime import compile_model, configure_threads, seed_everything, select_device
-from facecls.train import loop_settings, trainable_param_groups
+from facecls.training.engine import EarlyStopping, fit
+from facecls.training.run import build_run
+from facecls.training.runtime import select_device
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
     """The config `facecls train OVERRIDES` would run with (same conf/ and defaults list)."""
-    from hydra import compose, initialize_config_dir
-
-    from facecls.cli import config_dir, register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose("train", overrides=overrides)
+    return compose("train", overrides)
 
 
 def sync(device: torch.device) -> None:
@@ -90,7 +84,7 @@ def naive_run(cfg: DictConfig, epochs: int, workers: int) -> dict:
     train, val = (Subset(dataset, [index[f] for f in files[name]]) for name in ("train", "val"))
     torch.manual_seed(cfg.seed)
     net = build_model(cfg.model, num_classes=len(dataset.classes)).to(device)
-    optimizer = instantiate(cfg.optim, params=trainable_param_groups(net, cfg.optim.lr), _convert_="partial")
+    optimizer = instantiate(cfg.optim, params=net.param_groups(cfg.optim.lr), _convert_="partial")
     order = torch.Generator().manual_seed(cfg.seed)
     train_loader = DataLoader(train, cfg.trainer.batch_size, shuffle=True, num_workers=workers, generator=order)
     val_loader = DataLoader(val, cfg.trainer.eval_batch_size, num_workers=workers)
@@ -115,45 +109,30 @@ def naive_run(cfg: DictConfig, epochs: int, workers: int) -> dict:
 
 
 def facecls_run(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train ``cfg.trainer.max_epochs`` epochs through facecls's pipeline and engine.
+    """Train ``cfg.trainer.max_epochs`` epochs through facecls's run assembly and engine.
 
     The decoded-image cache (and a frozen backbone's feature cache) under
     ``cfg.paths.cache_dir`` should be empty, so the one-time decode is really paid: its
-    seconds are returned apart from the epochs'."""
-    device = select_device(cfg.trainer.device)
-    configure_threads(cfg.trainer.num_threads)
-    seed_everything(cfg.seed, cfg.trainer.deterministic)
-    settings = loop_settings(cfg, device)
-    settings.progress = False
-    prep = preprocess_for(cfg.model)
+    seconds are returned apart from the epochs'. Checkpoint writes fall outside an epoch's
+    seconds, so the run does not write them (trainer.checkpoints=false)."""
+    cfg = cfg.copy()
+    cfg.trainer.progress, cfg.trainer.checkpoints = False, False
     rss_before = current_rss_bytes()
     reset_peak_rss()
-    started = time.perf_counter()
-    data = build_data(cfg.data, prep, cfg.paths.cache_dir, progress=False)
-    decode_seconds = time.perf_counter() - started
+    run = build_run(cfg, run_dir)
     data_peak_rss = peak_rss_bytes() - rss_before  # meaningful in a fresh process (memory_point)
-    raw_pixel_bytes = sum(data.split(s).inputs.numel() for s in ("train", "val", "test"))
-    model = build_model(cfg.model, num_classes=len(data.classes)).to(device)
-    channels_last = bool(cfg.trainer.channels_last)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    prepare = BatchPreparer(prep, device, None, channels_last)
-    net, feature_seconds = model, 0.0
-    if hasattr(model, "cached_feature_data"):
-        started = time.perf_counter()
-        net, data, prepare = model.cached_feature_data(data, prepare, None, cfg, settings)
-        feature_seconds = time.perf_counter() - started
-    net = compile_model(net, cfg.trainer.get("compile", False))
-    optimizer = instantiate(cfg.optim, params=trainable_param_groups(model, cfg.optim.lr), _convert_="partial")
-    result = fit(net, data, prepare, optimizer, None, EarlyStopping(), settings, run_dir,
-                 save=lambda *args: None)  # checkpoint writes fall outside an epoch's seconds anyway
-    return {"decode_seconds": decode_seconds, "feature_seconds": feature_seconds,
+    # the decoded pixels (0 for a frozen backbone, whose splits now hold its features)
+    raw_pixel_bytes = sum(run.data.split(s).inputs.numel() for s in ("train", "val", "test")
+                          if run.data.split(s).inputs.dtype == torch.uint8)
+    result = run.fit(run_dir)
+    return {"decode_seconds": run.data_seconds, "feature_seconds": run.features_seconds,
             "epoch_seconds": [row["seconds"] for row in result.history],
-            "train_images": len(data.train), "val_images": len(data.val), "raw_pixel_bytes": raw_pixel_bytes,
+            "train_images": len(run.data.train), "val_images": len(run.data.val), "raw_pixel_bytes": raw_pixel_bytes,
             "data_peak_rss_bytes": data_peak_rss,
-            "model_bytes": model_state_bytes(model),
+            "model_bytes": model_state_bytes(run.model),
             # for the measurements that follow in this process:
-            "_net": net, "_data": data, "_prepare": prepare, "_optimizer": optimizer, "_settings": settings}
+            "_net": run.trained, "_data": run.data, "_prepare": run.prepare, "_optimizer": run.optimizer,
+            "_settings": run.settings}
 
 
 def model_state_bytes(model: nn.Module) -> int:
@@ -184,12 +163,12 @@ def pure_compute_seconds(run: dict, repeats: int) -> list[float]:
         net.train()
         for x, y in train:
             optimizer.zero_grad(set_to_none=True)
-            with autocast(settings):  # the same numerics as fit (AMP on CUDA)
+            with settings.autocast():  # the same numerics as fit (AMP on CUDA)
                 loss = nn.functional.cross_entropy(net(x).float(), y)
             loss.backward()
             optimizer.step()
         net.eval()
-        with torch.inference_mode(), autocast(settings):
+        with torch.inference_mode(), settings.autocast():
             for x in val:
                 net(x)
         sync(settings.device)
@@ -292,9 +271,8 @@ def interleaved_seconds_per_image(run: dict, shares: tuple[int, ...], rounds: in
                 n = max(1, len(split) // share)
                 part[name] = Split(split.inputs[:n], split.labels[:n], split.files[:n])
             subset = dataclasses.replace(data, **part)
-            with tempfile.TemporaryDirectory() as run_dir:
-                result = fit(run["_net"], subset, run["_prepare"], run["_optimizer"], None, EarlyStopping(),
-                             dataclasses.replace(settings, max_epochs=share), Path(run_dir), save=lambda *a: None)
+            result = fit(run["_net"], subset, run["_prepare"], run["_optimizer"], None, EarlyStopping(),
+                         dataclasses.replace(settings, max_epochs=share))
             seconds[share] += sum(row["seconds"] for row in result.history) / len(subset.train)
     return [seconds[share] / (rounds * share) for share in shares]
 

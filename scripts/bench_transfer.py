@@ -7,7 +7,7 @@ the frozen backbone on every batch — same data, same seed, same engine loop, i
     python scripts/bench_transfer.py --threads 1         # on a busy machine (see below)
 
 Each epoch (as the engine runs it: shuffled train batches + one validation pass) is timed
-with facecls.engine.fit and the fastest epoch of each side counts (on a shared machine other
+with facecls.training.engine.fit and the fastest epoch of each side counts (on a shared machine other
 processes only ever add time). The cached side first pays the one-off feature computation,
 printed separately. Data are random uint8 images (timing does not depend on their content) and
 the backbone has random weights (pretrained=false: same cost, no download needed).
@@ -19,20 +19,19 @@ the big convolutions; ``--threads 1`` gives a steadier ratio there.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 from torchvision.models import AlexNet_Weights
 
+from facecls.data import features as features_module
 from facecls.data.batches import BatchPreparer
 from facecls.data.dataset import DataBundle, Split
-from facecls.engine import EarlyStopping, LoopSettings, fit
-from facecls import features as features_module
-from facecls.features import cached_features
+from facecls.data.features import cached_features
 from facecls.models.alexnet import AlexNetFeature
 from facecls.models.pretrained import weights_preprocess
+from facecls.training.engine import EarlyStopping, LoopSettings, fit
 
 
 def parse_args() -> argparse.Namespace:
@@ -69,9 +68,7 @@ def random_data(n_train: int, classes: int, size: int | None, seed: int) -> Data
 def epoch_seconds(net, trainable, data, prepare, settings: LoopSettings) -> list[float]:
     """Run the engine for settings.max_epochs; the seconds of each epoch (train + validation)."""
     optimizer = torch.optim.Adam([p for p in trainable.parameters() if p.requires_grad], lr=1e-3)
-    with tempfile.TemporaryDirectory() as run_dir:
-        result = fit(net, data, prepare, optimizer, None, EarlyStopping(), settings, Path(run_dir),
-                     save=lambda *args: None)
+    result = fit(net, data, prepare, optimizer, None, EarlyStopping(), settings)
     return [row["seconds"] for row in result.history]
 
 
@@ -101,7 +98,7 @@ def main() -> None:
         model = build(head, args, args.classes, device)
         features_module._recent.clear()  # time a real computation, not the previous head's features
         started = time.perf_counter()
-        features = cached_features(model.backbone, data, prepare, settings(1), cache_dir=None)
+        features = cached_features(model.backbone, data, prepare, settings(1).eval, cache_dir=None)
         feature_s = time.perf_counter() - started
         cached = epoch_seconds(model.head, model.head, features, prepare, settings(args.cached_epochs))
 

@@ -166,17 +166,17 @@ def _bundle(n=12, size=64, seed=0):
     return DataBundle(split(n), split(4), split(4), ["a", "b", "c"], Path("."), prep)
 
 
-def _loop_settings():
-    from facecls.engine import LoopSettings
+def _eval_settings():
+    from facecls.training.engine import EvalSettings
 
-    return LoopSettings(device=torch.device("cpu"), max_epochs=1, batch_size=4, eval_batch_size=8, progress=False)
+    return EvalSettings(device=torch.device("cpu"), batch_size=8, progress=False)
 
 
 def test_feature_cache_is_reused_and_keyed_by_weights_and_data(tmp_path, monkeypatch):
-    from facecls import features
+    from facecls.data import features
     from facecls.data.batches import BatchPreparer
 
-    data, settings = _bundle(), _loop_settings()
+    data, settings = _bundle(), _eval_settings()
     prepare = BatchPreparer(data.preprocess, settings.device)
     torch.manual_seed(0)
     model = AlexNetFeature(num_classes=3, cut="conv5", head=[8], pretrained=False, input_size=64)
@@ -204,12 +204,13 @@ def test_feature_cache_is_reused_and_keyed_by_weights_and_data(tmp_path, monkeyp
 
 
 def test_augmentation_turns_the_cache_off_and_says_why(caplog):
-    from omegaconf import OmegaConf
+    from facecls.data.features import FeatureCache
 
     model = AlexNetFeature(num_classes=3, cut="conv1", head=[8], pretrained=False, input_size=64)
-    data, cfg = _bundle(), OmegaConf.create({"paths": {"cache_dir": None}})
+    data = _bundle()
     with caplog.at_level(logging.INFO, logger="facecls.models.alexnet"):
-        net, same, _ = model.cached_feature_data(data, None, object(), cfg, _loop_settings())
+        view = model.training_view(data, None, FeatureCache(None, _eval_settings()), augmented=True)
+    net, same = view.module, view.data
     assert net is model and same is data
     assert "Feature cache off: train-time augmentation" in caplog.text
     model.train()
@@ -270,8 +271,8 @@ def test_cached_and_uncached_training_give_the_same_losses(feature_runs):
 
 
 def test_finetune_run_freezes_exactly_up_to_the_named_block(tmp_path, tiny_faces, cache_env, state_file, state):
-    from facecls.engine import LoopSettings, evaluate
-    from facecls.loading import load_run
+    from facecls.inspect.loading import load_run
+    from facecls.training.engine import evaluate
 
     run_dir = _train(tmp_path, cache_env, "finetune", "model=alexnet_finetune", "model.input_size=64",
                      "model.freeze=conv2", "model.backbone_lr_mult=0.1", f"model.weights_path={state_file}",
@@ -287,9 +288,7 @@ def test_finetune_run_freezes_exactly_up_to_the_named_block(tmp_path, tiny_faces
     assert [g["lr"] for g in last["optimizer"]["param_groups"]] == pytest.approx([1e-3, 1e-4])
     # Rebuilt from best.pt (without looking for ImageNet weights), it scores the test split as training did.
     run = load_run(run_dir / "checkpoints" / "best.pt", "cpu", cache_dir=cache_env["FACECLS_CACHE_DIR"])
-    settings = LoopSettings(device=run.device, max_epochs=1, batch_size=1,
-                            eval_batch_size=run.config.trainer.eval_batch_size)
-    test = evaluate(run.model, run.data.test, run.prepare, settings)
+    test = evaluate(run.model, run.data.test, run.prepare, run.eval_settings())
     metrics = read_json(run_dir / "metrics.json")
     assert test["acc"] == metrics["test_acc"] and test["loss"] == pytest.approx(metrics["test_loss"], rel=1e-5)
 

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import csv
-import json
 
 import pytest
 from PIL import Image
 
-from conftest import TINY, only_run_dir, read_json, run_cli
+from conftest import TINY, read_json, run_cli
 
 
 def read_history(run_dir):

@@ -15,7 +15,7 @@ from facecls.data.decode import Preprocess
 from facecls.data.mapped import budget_bytes, compact_rows_
 from facecls.data.split import assign_splits
 from facecls.errors import UserError
-from facecls.runtime import compile_model
+from facecls.training.runtime import compile_model
 
 PREP = Preprocess(size=16)
 TINY_BUDGET = 1e-9  # GB: any dataset is over it

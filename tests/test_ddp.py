@@ -14,7 +14,9 @@ import torch
 from conftest import read_json
 from facecls.data.batches import iterate_batches
 from facecls.data.dataset import Split
-from facecls.distributed import DistContext, setup, shard_indices, worker_rank_args
+from facecls.config.args import worker_rank_args
+from facecls.data.batches import shard_indices
+from facecls.training.distributed import DistContext, setup
 from facecls.errors import UserError
 
 
@@ -52,7 +54,7 @@ def test_launch_mistakes_are_one_line_errors(monkeypatch):
         setup("ddp", torch.device("cpu"))
     with pytest.raises(UserError, match="unknown trainer.strategy 'dp'"):
         setup("dp", torch.device("cpu"))
-    from facecls.engine import LoopSettings
+    from facecls.training.engine import LoopSettings
 
     with pytest.raises(UserError, match="trainer.batch_size=9 does not split over 2 processes"):
         DistContext(rank=0, world_size=2).adapt(LoopSettings(device=torch.device("cpu"), max_epochs=1, batch_size=9))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from facecls.data.split import assign_splits, hash_fraction
-from facecls.engine import EarlyStopping
+from facecls.training.engine import EarlyStopping
 
 
 def run_stopper(scores, **kwargs):

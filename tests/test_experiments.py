@@ -45,7 +45,7 @@ def test_every_report_section_has_an_experiment():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_and_runs_one_tiny_epoch(experiment, tiny_faces, tmp_path):
-    from facecls.train import run_training
+    from facecls.training.run import run_training
 
     base = tiny_overrides(tiny_faces, tmp_path / "cache", experiment)
     if "head" in " ".join(base):
@@ -60,7 +60,7 @@ def test_experiment_composes_and_runs_one_tiny_epoch(experiment, tiny_faces, tmp
 
 
 def test_debug_overfit_reaches_full_train_accuracy(tiny_faces, tmp_path):
-    from facecls.train import run_training
+    from facecls.training.run import run_training
 
     cfg = compose_train(["debug=overfit", "data=imagefolder", f"data.root={tiny_faces}", "model.input_size=16",
                          "trainer.batch_size=8", "trainer.max_epochs=30", "trainer.progress=false",

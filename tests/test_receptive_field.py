@@ -13,7 +13,7 @@ from torch import nn
 from conftest import run_cli
 from facecls.models.convnet import ConvNet
 from facecls.models.mlp import MLP
-from facecls.receptive_field import receptive_fields
+from facecls.inspect.receptive_field import receptive_fields
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -139,7 +139,7 @@ def test_checkpoint_that_runs_code_is_refused(tmp_path, cache_env):
 
 
 def test_graceful_stop_sets_a_flag_then_aborts(monkeypatch):
-    from facecls.interrupt import GracefulStop
+    from facecls.training.interrupt import GracefulStop
 
     with GracefulStop() as stop:
         os.kill(os.getpid(), signal.SIGTERM)

@@ -13,7 +13,7 @@ from torchvision.transforms import v2
 
 from conftest import run_cli
 from facecls.errors import UserError
-from facecls.robustness import evaluate_under, variation_settings
+from facecls.inspect.robustness import evaluate_under, variation_settings
 from tiny_runs import train_runs
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
@@ -103,12 +103,11 @@ def test_broken_variations_are_user_errors():
 
 
 def test_seed_fixes_the_random_draws_and_each_image_gets_its_own(trained):
-    from facecls.engine import LoopSettings
-    from facecls.loading import load_run
+    from facecls.inspect.loading import load_run
 
     ckpt, env = trained
     run = load_run(ckpt, "cpu", None, env["FACECLS_CACHE_DIR"], progress=False)
-    settings = LoopSettings(device=run.device, max_epochs=1, batch_size=1, eval_batch_size=8)
+    settings = run.eval_settings(batch_size=8)
     rotate = v2.RandomRotation(90)
     a = evaluate_under(run, run.data.val, rotate, settings, seed=1)
     assert a == evaluate_under(run, run.data.val, rotate, settings, seed=1)

@@ -16,7 +16,7 @@ from PIL import Image
 from conftest import run_cli
 from facecls.cli import leading_args_as_list
 from facecls.errors import UserError
-from facecls.summarize import write_summary
+from facecls.sweeps.summary import write_summary
 from facecls.sweeps.runs import read_runs
 from facecls.sweeps.table import summarize_runs
 

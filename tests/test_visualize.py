@@ -17,7 +17,7 @@ from torch import nn
 from conftest import run_cli
 from facecls.errors import UserError
 from facecls.models.convnet import ConvNet
-from facecls.visualize.attribution import attribution_figure, explain, gradient_panels, guided_backprop
+from facecls.inspect.attribution import attribution_figure, explain, gradient_panels, guided_backprop
 from tiny_runs import train_runs
 
 
@@ -30,7 +30,7 @@ def runs(tmp_path_factory, tiny_faces):
 
 
 def loaded(runs, name):
-    from facecls.loading import load_run
+    from facecls.inspect.loading import load_run
 
     ckpts, env, _ = runs
     return load_run(ckpts[name], "cpu", None, env["FACECLS_CACHE_DIR"], progress=False)
@@ -64,7 +64,7 @@ def test_weights_command_draws_every_mlp_neuron_and_the_strongest_enlarged(runs,
 
 
 def test_weight_figures_panels_titles_and_selection(runs):
-    from facecls.visualize.weights import weight_figures
+    from facecls.inspect.weights import weight_figures
 
     mlp = loaded(runs, "mlp").model
     result = weight_figures(mlp, (3, 16, 16), neurons=[0, 3, 5], enlarge=2)
@@ -100,7 +100,7 @@ def test_predictions_command_writes_gallery_and_table(runs, tmp_path):
 
 
 def test_prediction_gallery_is_reproducible_and_has_one_panel_per_image(runs):
-    from facecls.visualize.predictions import prediction_gallery
+    from facecls.inspect.predictions import prediction_gallery
 
     run = loaded(runs, "convnet")
     fig, rows = prediction_gallery(run, "val", count=3, seed=0)
@@ -125,7 +125,7 @@ def test_attribution_command_draws_input_and_four_panels(runs, tmp_path):
 
 
 def test_every_method_runs_on_a_trained_run_and_mlp_has_no_gradcam(runs, tmp_path):
-    from facecls.visualize.attribution import run_attribution
+    from facecls.inspect.attribution import run_attribution
 
     run = loaded(runs, "convnet")
     cfg = OmegaConf.create({"method": "gradcam", "split": "test", "image": 0, "target": None, "steps": 16})
@@ -234,7 +234,7 @@ def test_all_zero_gradient_gives_blank_panels_and_notes_not_nan():
 
 
 def test_integrated_gradients_add_up_to_the_score_difference():
-    from facecls.visualize.attribution import integrated_gradients
+    from facecls.inspect.attribution import integrated_gradients
 
     torch.manual_seed(0)
     model = ConvNet(3, input_size=16).eval()

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import importlib
 import os
-import secrets
 import sys
-from pathlib import Path
+
+from facecls.config.compose import config_dir, register_resolvers
 
 # command -> (module with a `main(cfg)` task function, primary config name)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("facecls.train", "train"),
-    "eval": ("facecls.evaluate", "eval"),
-    "make-data": ("facecls.make_data", "make_data"),
-    "rf": ("facecls.receptive_field", "rf"),
-    "visualize": ("facecls.visualize", "visualize"),
-    "robustness": ("facecls.robustness", "robustness"),
-    "summarize": ("facecls.summarize", "summarize"),
-    "report": ("facecls.report", "report"),
+    "train": ("facecls.commands.train", "train"),
+    "eval": ("facecls.commands.eval", "eval"),
+    "make-data": ("facecls.commands.make_data", "make_data"),
+    "rf": ("facecls.commands.rf", "rf"),
+    "visualize": ("facecls.commands.visualize", "visualize"),
+    "robustness": ("facecls.commands.robustness", "robustness"),
+    "summarize": ("facecls.commands.summarize", "summarize"),
+    "report": ("facecls.commands.report", "report"),
 }
 
 USAGE = """usage: facecls <command> [overrides] [hydra options]
@@ -38,31 +38,6 @@ commands:
   report      run every experiment of the course report, write report.md: facecls report out=DIR
 
 `facecls <command> --help` lists its config groups and options."""
-
-
-def config_dir() -> str:
-    """The conf/ directory: inside the installed package (wheel) or at the repo top level."""
-    packaged = Path(__file__).with_name("conf")
-    if packaged.is_dir():
-        return str(packaged)
-    checkout = Path(__file__).resolve().parents[2] / "conf"
-    if checkout.is_dir():
-        return str(checkout)
-    raise RuntimeError("facecls configs not found: reinstall the package (pip install -e .)")
-
-
-_RUN_ID = secrets.token_hex(3)
-
-
-def register_resolvers() -> None:
-    """OmegaConf resolvers the configs use. Safe to call more than once."""
-    from omegaconf import OmegaConf
-
-    # A short random id per process, so two runs started in the same second never share a
-    # run dir. use_cache keeps it identical wherever the config resolves it again (Hydra
-    # copies the cache into each multirun job's config).
-    if not OmegaConf.has_resolver("uid"):
-        OmegaConf.register_new_resolver("uid", lambda: _RUN_ID, use_cache=True)
 
 
 def leading_args_as_list(args: list[str], key: str) -> list[str]:
@@ -97,14 +72,14 @@ def main(argv: list[str] | None = None) -> None:
     if command == "summarize":
         rest = leading_args_as_list(rest, "dirs")  # `facecls summarize A B` → dirs=['A','B']
     if command == "train":
-        from facecls.resume import expand_resume_args
+        from facecls.config.args import expand_resume_args
 
         rest = expand_resume_args(rest)
     if command == "train" and os.environ.get("RANK", "0") != "0":
-        from facecls.distributed import worker_rank_args
+        from facecls.config.args import worker_rank_args
 
         rest = worker_rank_args(rest)  # torchrun: only rank 0 writes the run dir
-    from facecls.overrides import check_output_dir, check_overrides
+    from facecls.config.overrides import check_output_dir, check_overrides
 
     check_overrides(config_dir(), config_name, rest)
     if command == "train":

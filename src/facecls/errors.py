@@ -46,13 +46,37 @@ def in_multirun() -> bool:
         return False
 
 
+def unwrap_instantiation(err: BaseException) -> BaseException:
+    """The error raised inside a class that ``hydra.utils.instantiate`` built (Hydra wraps it
+    in an InstantiationException), or ``err`` itself."""
+    from hydra.errors import InstantiationException
+
+    return err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ is not None else err
+
+
+def instantiate(config, *, what: str | None = None, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` where a UserError raised by the target stays a one-line
+    UserError, and (when ``what`` names the thing) wrong arguments become one too."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
+
+    try:
+        return hydra_instantiate(config, **kwargs)
+    except InstantiationException as err:
+        cause = unwrap_instantiation(err)
+        if isinstance(cause, UserError):
+            raise cause from None
+        if what and isinstance(cause, (TypeError, ValueError)):
+            raise UserError(f"cannot build {what}: {cause} — check its overrides.") from None
+        raise
+
+
 def as_user_error(err: Exception) -> UserError | None:
     """Config mistakes that surface as OmegaConf/Hydra errors, rephrased as one line."""
-    from hydra.errors import InstantiationException
     from omegaconf.errors import MissingMandatoryValue
 
-    if isinstance(err, InstantiationException) and isinstance(err.__cause__, (UserError, MissingMandatoryValue)):
-        err = err.__cause__
+    if isinstance(unwrap_instantiation(err), (UserError, MissingMandatoryValue)):
+        err = unwrap_instantiation(err)
     if isinstance(err, UserError):
         return err
     if isinstance(err, MissingMandatoryValue):

@@ -1,12 +1,15 @@
 """Atomic file writes: write a temp file beside the target, then rename over it, so a
-crash at any moment leaves either the old file or the new one — never a truncated one."""
+crash at any moment leaves either the old file or the new one — never a truncated one.
+Also the one CSV writer every table of facecls goes through."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -43,3 +46,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A CSV table as text (``\\n`` line ends, quoting as the csv module does for any name)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()

@@ -5,6 +5,7 @@ normalisation happen per batch on the device (GPU when there is one).
 """
 from __future__ import annotations
 
+import math
 from typing import Iterator
 
 import torch
@@ -12,19 +13,30 @@ import torch
 from facecls.data.decode import Preprocess
 
 
+def shard_indices(order: torch.Tensor, rank: int, world_size: int, pad: bool) -> torch.Tensor:
+    """This rank's share of ``order``: every ``world_size``-th index starting at ``rank``.
+
+    ``pad`` (training) first repeats indices from the start until the length divides by
+    ``world_size``, so every rank runs the same number of steps, as DistributedSampler
+    does. Without it (evaluation) no image is counted twice and shares differ by at most one.
+    """
+    if pad and len(order) % world_size:
+        total = math.ceil(len(order) / world_size) * world_size
+        order = order.repeat(math.ceil(total / max(len(order), 1)))[:total]
+    return order[rank::world_size]
+
+
 def iterate_batches(split, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
                     rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (inputs, labels) slices; a seeded ``generator`` fixes the shuffled order.
 
     With ``world_size`` > 1 (DDP) only this rank's share is yielded, see
-    :func:`facecls.distributed.shard_indices`: shuffled (training) shares are padded to one
+    :func:`shard_indices`: shuffled (training) shares are padded to one
     length so every rank runs the same number of steps; unshuffled (evaluation) ones are not.
     """
     n = len(split)
     order = torch.randperm(n, generator=generator) if shuffle else None
     if world_size > 1:
-        from facecls.distributed import shard_indices
-
         order = shard_indices(torch.arange(n) if order is None else order, rank, world_size, pad=shuffle)
         n = len(order)
     for start in range(0, n, batch_size):

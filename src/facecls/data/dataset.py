@@ -6,15 +6,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from facecls.data import leakage
 from facecls.data.decode import Preprocess, decode_images
 from facecls.data.mapped import budget_bytes
-from facecls.data.sources import SPLITS, ImageList
+from facecls.config.checks import SPLITS
+from facecls.data.sources import ImageList
 from facecls.data.split import assign_splits
-from facecls.errors import UserError
+from facecls.errors import UserError, instantiate
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +57,7 @@ class DataBundle:
 
 def load_image_list(data_cfg: DictConfig) -> ImageList:
     """Instantiate the configured source (``data.source._target_``)."""
-    from hydra.errors import InstantiationException
-
-    try:
-        return instantiate(data_cfg.source)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, UserError):
-            raise err.__cause__ from None
-        raise
+    return instantiate(data_cfg.source)
 
 
 def build_data(data_cfg: DictConfig, prep: Preprocess, cache_dir: str | Path | None,

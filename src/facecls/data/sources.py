@@ -10,11 +10,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from facecls.config.checks import SPLITS
 from facecls.errors import UserError
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 # Files that operating systems drop into folders; never images, never worth a warning.
 SYSTEM_FILES = {"thumbs.db", "desktop.ini", ".ds_store"}
 LAYOUT_HINT = "expected root/<class>/<image> or root/{train,val,test}/<class>/<image>"

@@ -1,40 +1,30 @@
-"""Models are plain nn.Modules built from `conf/model/*.yaml` by their `_target_`.
+"""Models: nn.Modules that follow the :class:`facecls.models.base.FaceModel` contract, built
+from `conf/model/*.yaml` by their `_target_`.
 
-Adding a model = one class + one yaml. A class may define ``preprocess(model_cfg)`` (a
-classmethod returning :class:`facecls.data.decode.Preprocess`) when it needs a particular
-input pipeline (e.g. ImageNet weights); otherwise images are squashed to ``input_size``.
+Adding a model = one FaceModel subclass + one yaml.
 """
 from __future__ import annotations
 
-from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig
-from torch import nn
 
 from facecls.data.decode import Preprocess
-from facecls.errors import UserError
+from facecls.errors import UserError, instantiate
+from facecls.models.base import FaceModel
 
 
-def build_model(model_cfg: DictConfig, num_classes: int) -> nn.Module:
-    try:
-        return instantiate(model_cfg, num_classes=num_classes)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, UserError):
-            raise err.__cause__ from None
-        if isinstance(err.__cause__, (TypeError, ValueError)):
-            raise UserError(f"cannot build model {model_cfg._target_}: {err.__cause__} "
-                            "— check the model.* overrides.") from None
-        raise
+def model_class(model_cfg: DictConfig) -> type[FaceModel]:
+    cls = get_class(model_cfg._target_)
+    if not issubclass(cls, FaceModel):
+        raise UserError(f"model {model_cfg._target_} is not a facecls model — subclass "
+                        "facecls.models.base.FaceModel (see the README: adding a model).")
+    return cls
+
+
+def build_model(model_cfg: DictConfig, num_classes: int) -> FaceModel:
+    model_class(model_cfg)
+    return instantiate(model_cfg, what=f"model {model_cfg._target_}", num_classes=num_classes)
 
 
 def preprocess_for(model_cfg: DictConfig) -> Preprocess:
-    cls = get_class(model_cfg._target_)
-    if hasattr(cls, "preprocess"):
-        return cls.preprocess(model_cfg)
-    return Preprocess(size=int(model_cfg.input_size))
-
-
-def check_dropout(p: float) -> float:
-    if not 0.0 <= float(p) < 1.0:
-        raise UserError(f"dropout p={p} is out of range — use 0 <= p < 1 (e.g. reg.dropout.p=0.5).")
-    return float(p)
+    return model_class(model_cfg).preprocess(model_cfg)

@@ -2,7 +2,7 @@
 
 * :class:`AlexNetFeature` — a frozen (pretrained) AlexNet cut at a named layer feeds a
   trainable FC head. With no train-time augmentation its features are computed once and
-  cached (:mod:`facecls.features`), so the epochs train the head alone.
+  cached (:mod:`facecls.data.features`), so the epochs train the head alone.
 * :class:`AlexNetFinetune` — the whole AlexNet trains with a new last layer; blocks up to
   ``freeze`` stay fixed and the backbone gets ``backbone_lr_mult`` × the learning rate.
 
@@ -21,7 +21,8 @@ from torch import nn
 from torchvision.models import AlexNet_Weights, alexnet
 
 from facecls.errors import UserError
-from facecls.models import check_dropout
+from facecls.config.checks import check_dropout
+from facecls.models.base import FaceModel, TrainingView
 from facecls.models.pretrained import load_pretrained, weights_preprocess
 
 log = logging.getLogger(__name__)
@@ -66,14 +67,14 @@ def output_shape(module: nn.Module, input_size: int, what: str) -> tuple[int, ..
     return shape
 
 
-class _AlexNetPreprocess:
+class _AlexNet(FaceModel):
     @classmethod
     def preprocess(cls, model_cfg):
         """ImageNet preprocessing from the weights, also with pretrained=false, so runs compare."""
         return weights_preprocess(WEIGHTS, model_cfg.get("input_size"))
 
 
-class AlexNetFeature(_AlexNetPreprocess, nn.Module):
+class AlexNetFeature(_AlexNet):
     """Frozen AlexNet up to ``cut`` → flatten → FC ``head`` sizes (ReLU, dropout) → classes."""
 
     def __init__(self, num_classes: int, cut: str = "conv4", head: Sequence[int] = (4096, 4096),
@@ -111,26 +112,22 @@ class AlexNetFeature(_AlexNetPreprocess, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
 
-    def cached_feature_data(self, data, prepare, augment, cfg, settings):
-        """The hook train.py calls: (net to train, data, prepare). Without train-time
-        augmentation the backbone runs once per split and the head trains on its features;
-        the checkpoint still saves this whole model, so it scores images directly."""
-        if augment is not None:
+    def training_view(self, data, prepare, features, augmented: bool) -> TrainingView:
+        """Without train-time augmentation the backbone runs once per split and the head
+        trains on its features; the checkpoint still saves this whole model, so it scores
+        images directly."""
+        if augmented:
             log.info("Feature cache off: train-time augmentation (aug) changes every image each "
                      "epoch, so the frozen backbone runs on every batch.")
-            return self, data, prepare
+            return TrainingView(self, data, prepare)
         if not self.cache_features:
             log.info("Feature cache off (model.cache_features=false): the backbone runs on every batch.")
-            return self, data, prepare
-        from facecls.features import cached_features
-
-        features = cached_features(self.backbone, data, prepare, settings, cfg.paths.cache_dir,
-                                   identity={"cut": self.cut})
+            return TrainingView(self, data, prepare)
         # Float inputs pass through the BatchPreparer unchanged (only moved to the device).
-        return self.head, features, prepare
+        return TrainingView(self.head, features.features(self.backbone, data, prepare, {"cut": self.cut}), prepare)
 
 
-class AlexNetFinetune(_AlexNetPreprocess, nn.Module):
+class AlexNetFinetune(_AlexNet):
     """The whole AlexNet with a new last layer; blocks up to ``freeze`` fixed; the backbone
     learns at ``backbone_lr_mult`` × the optimizer's learning rate."""
 

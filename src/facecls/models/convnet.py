@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from facecls.errors import UserError
-from facecls.models import check_dropout
+from facecls.config.checks import check_dropout
+from facecls.models.base import FaceModel
 
 
 def _per_layer(value: int | Sequence[int], n: int, name: str) -> list[int]:
@@ -23,7 +24,7 @@ def _per_layer(value: int | Sequence[int], n: int, name: str) -> list[int]:
     return values
 
 
-class ConvNet(nn.Module):
+class ConvNet(FaceModel):
     def __init__(self, num_classes: int, input_size: int = 64, channels: Sequence[int] = (16, 32),
                  kernel_size: int | Sequence[int] = 5, stride: int | Sequence[int] = 1,
                  padding: int | Sequence[int] = 0, pool: bool = False, pool_kernel: int = 2,

@@ -6,15 +6,15 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from facecls.models import check_dropout
+from facecls.config.checks import check_dropout
+from facecls.models.base import FaceModel
 
 
-class MLP(nn.Module):
+class MLP(FaceModel):
     def __init__(self, num_classes: int, input_size: int = 28, hidden: Sequence[int] = (300,),
                  dropout: float = 0.0, in_channels: int = 3):
         super().__init__()
         p = check_dropout(dropout)
-        self.input_shape = (in_channels, input_size, input_size)  # weight images reshape to this
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_channels * input_size * input_size
         for h in hidden:

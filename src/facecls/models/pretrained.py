@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from facecls.data.decode import Preprocess
 from facecls.errors import UserError
+from facecls.models.base import restore_model
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,6 @@ def pretrained_state_dict(weights, weights_path: str | None = None, progress: bo
 def load_pretrained(model: torch.nn.Module, weights, weights_path: str | None = None,
                     progress: bool = True) -> str:
     """Fill ``model`` with the resolved weights (shape mismatches → one UserError); return the source."""
-    from facecls.checkpoint import restore_model
-
     state, source = pretrained_state_dict(weights, weights_path, progress)
     restore_model(model, state, source=source)
     log.info("Pretrained weights %s from %s", weights, source)

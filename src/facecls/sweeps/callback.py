@@ -16,6 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from facecls import errors
+from facecls.sweeps.summary import write_summary
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,6 @@ class SweepSummary(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not sweep_dir.is_dir():
             return
-        from facecls.summarize import write_summary
-
         try:
             summary, text = write_summary([sweep_dir], sweep_finished=True, plots=self.plots)
         except errors.UserError as err:  # e.g. no job got far enough to leave a run dir

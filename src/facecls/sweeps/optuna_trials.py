@@ -9,15 +9,13 @@ storage fails under SQLAlchemy 2 (see DESIGN.md).
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
-from facecls.io import atomic_write_text
+from facecls.io import atomic_write_text, csv_text
 
 
 def _cell(value) -> str:
@@ -30,15 +28,14 @@ def trials_csv(trials: list[optuna.trial.FrozenTrial]) -> str:
     """Every trial as CSV: number, job (its run dir under the sweep dir), state, value,
     seconds, then one column per parameter."""
     params = list(dict.fromkeys(name for t in trials for name in t.params))
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["number", "job", "state", "value", "seconds", *params])
-    for t in trials:
+
+    def row(t) -> list:
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() \
             if t.datetime_complete and t.datetime_start else None
-        writer.writerow([t.number, str(t.number), t.state.name, _cell(t.value), _cell(seconds),
-                         *(_cell(t.params.get(p)) for p in params)])
-    return buffer.getvalue()
+        return [t.number, str(t.number), t.state.name, _cell(t.value), _cell(seconds),
+                *(_cell(t.params.get(p)) for p in params)]
+
+    return csv_text(["number", "job", "state", "value", "seconds", *params], map(row, trials))
 
 
 class TrialRecordingStorage(optuna.storages.InMemoryStorage):

@@ -5,14 +5,13 @@ ones (``seed`` by default); its numbers are mean ± sample std over its finished
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from facecls.io import csv_text
 from facecls.sweeps.runs import RunRecord
 
 AVERAGED_METRICS = ("test_acc", "best_val_acc")
@@ -170,13 +169,8 @@ def group_rows(summary: Summary) -> list[dict[str, Any]]:
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
-    return buffer.getvalue()
+    return csv_text(columns, (["" if row.get(k) is None else row.get(k) for k in columns] for row in rows))
 
 
 # ---- tables for people ---------------------------------------------------------------------

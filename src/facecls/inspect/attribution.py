@@ -1,4 +1,4 @@
-"""`facecls visualize attribution`: which pixels drive a prediction (report section 2.5,
+"""Which pixels drive a prediction (report section 2.5,
 Figs. 11–15), computed with Captum on a private copy of the model.
 
 - ``guided_backprop``: the input gradient with every ReLU passing back only positive
@@ -19,7 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from facecls.config.checks import check_split
 from facecls.errors import UserError
+from facecls.inspect.images import class_name, pick_images, predict, to_picture
+from facecls.io import atomic_write_json
+from facecls.plots import plt, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -206,8 +210,6 @@ def resolve_target(target, classes: list[str], predicted: int) -> int:
 
 def attribution_figure(picture: np.ndarray, caption: str, panels: dict[str, np.ndarray], method: str):
     """The input with its prediction, then one panel per picture (the report's Figs. 11–15)."""
-    from facecls.plots import plt
-
     fig, axes = plt.subplots(1, 1 + len(panels), figsize=(2.6 * (1 + len(panels)), 3.1), squeeze=False)
     axes = axes[0]
     axes[0].imshow(picture, interpolation="nearest")
@@ -227,8 +229,6 @@ def attribution_figure(picture: np.ndarray, caption: str, panels: dict[str, np.n
 
 def default_image(run, split_name: str):
     """With no ``image=``: the first image of the split the model gets right (else the first)."""
-    from facecls.visualize.common import predict
-
     split = run.data.split(split_name)
     for start in range(0, len(split), 256):
         predicted, _ = predict(run.model, run.prepare, split.inputs[start:start + 256])
@@ -240,10 +240,6 @@ def default_image(run, split_name: str):
 
 def run_attribution(cfg, run, out) -> dict:
     """`facecls visualize attribution`: attribution_<method>_<image>.png and .json."""
-    from facecls.io import atomic_write_json
-    from facecls.plots import save_figure
-    from facecls.visualize.common import check_split, class_name, pick_images, predict, to_picture
-
     if cfg.method not in METHODS:
         raise UserError(f"method={cfg.method} is unknown — use one of: {', '.join(METHODS)}.")
     split_name = check_split(cfg.split)

@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import inspect
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -112,19 +111,6 @@ class DistContext:
 SINGLE = DistContext()
 
 
-def shard_indices(order: torch.Tensor, rank: int, world_size: int, pad: bool) -> torch.Tensor:
-    """This rank's share of ``order``: every ``world_size``-th index starting at ``rank``.
-
-    ``pad`` (training) first repeats indices from the start until the length divides by
-    ``world_size``, so every rank runs the same number of steps, as DistributedSampler
-    does. Without it (evaluation) no image is counted twice and shares differ by at most one.
-    """
-    if pad and len(order) % world_size:
-        total = math.ceil(len(order) / world_size) * world_size
-        order = order.repeat(math.ceil(total / max(len(order), 1)))[:total]
-    return order[rank::world_size]
-
-
 def setup(strategy: str, device: torch.device) -> DistContext:
     """Join the torchrun process group for ``strategy='ddp'``; a no-op for 'single'."""
     if strategy == "single":
@@ -160,14 +146,3 @@ def session(strategy: str, device: torch.device) -> Iterator[DistContext]:
     finally:
         if strategy == "ddp" and dist.is_initialized():
             dist.destroy_process_group()
-
-
-def worker_rank_args(args: list[str]) -> list[str]:
-    """Hydra overrides for a torchrun process other than rank 0: no .hydra/ and no log file
-    (rank 0 writes the one run dir). Without an explicit ``hydra.run.dir`` it runs in ``.``:
-    the default pattern's time and random id would name a different dir in every process."""
-    owned = ("hydra.output_subdir=", "hydra/job_logging=")
-    extra = ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
-    if not any(a.startswith("hydra.run.dir=") for a in args):
-        extra.append("hydra.run.dir=.")
-    return [a for a in args if not a.startswith(owned)] + extra

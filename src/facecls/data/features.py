@@ -7,6 +7,10 @@ memory (for the next run in the same process, e.g. a sweep) and on disk under
 ``<paths.cache_dir>/features/<key>.pt``. The key covers everything the features depend on:
 the data (files, labels and decoded pixels of every split), the backbone (its layers and a
 digest of its weights), the preprocessing, and the numerics (device type, AMP, memory format).
+
+A model with a frozen backbone asks for its features through :class:`FeatureCache` (see
+``FaceModel.training_view``); ``settings`` is the run's evaluation settings (device, batch
+size, AMP, progress bars).
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,7 +28,8 @@ from tqdm.auto import tqdm
 
 from facecls.data.batches import iterate_batches
 from facecls.data.dataset import DataBundle, Split
-from facecls.data.sources import SPLITS
+from facecls.config.checks import SPLITS
+from facecls.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +75,7 @@ def feature_key(backbone: nn.Module, data: DataBundle, prepare, settings, identi
         "preprocess": dataclasses.asdict(data.preprocess),
         "device": settings.device.type,
         "amp": bool(settings.amp),
-        "channels_last": bool(getattr(prepare, "channels_last", False)),
+        "channels_last": bool(prepare.channels_last),
         **identity,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
@@ -78,15 +84,13 @@ def feature_key(backbone: nn.Module, data: DataBundle, prepare, settings, identi
 @torch.inference_mode()
 def compute_features(backbone: nn.Module, split: Split, prepare, settings, desc: str) -> torch.Tensor:
     """Run ``backbone`` over ``split`` once; float32 features on the CPU (N × C × H × W)."""
-    from facecls.engine import autocast
-
     was_training = backbone.training
     backbone.eval()
     chunks = []
     with tqdm(total=len(split), desc=desc, unit="img", leave=False,
               disable=None if settings.progress is None else not settings.progress) as bar:
-        for x, _ in iterate_batches(split, settings.eval_batch_size):
-            with autocast(settings):
+        for x, _ in iterate_batches(split, settings.batch_size):
+            with settings.autocast():
                 out = backbone(prepare(x, train=False))
             # contiguous: a channels_last output flattens the same, but keep one layout on disk
             chunks.append(out.float().contiguous().cpu())
@@ -125,8 +129,6 @@ def cached_features(backbone: nn.Module, data: DataBundle, prepare, settings, ca
         log.info("Backbone features: %d images → %s each in %.1f s", total,
                  "×".join(map(str, features["train"].shape[1:])), time.perf_counter() - started)
         if path is not None:
-            from facecls.io import atomic_torch_save
-
             try:
                 atomic_torch_save(features, path)
                 size_mb = path.stat().st_size / 2**20
@@ -138,3 +140,16 @@ def cached_features(backbone: nn.Module, data: DataBundle, prepare, settings, ca
     return dataclasses.replace(
         data, **{name: Split(features[name], data.split(name).labels, data.split(name).files)
                  for name in SPLITS})
+
+
+@dataclass
+class FeatureCache:
+    """Where a frozen backbone's features are kept (``cache_dir``; None = memory only) and
+    how they are computed (``settings``: device, batch size, AMP, progress bars)."""
+
+    cache_dir: str | Path | None
+    settings: object
+
+    def features(self, backbone: nn.Module, data: DataBundle, prepare, identity: dict | None = None) -> DataBundle:
+        """``data`` with each split's images replaced by ``backbone``'s features."""
+        return cached_features(backbone, data, prepare, self.settings, self.cache_dir, identity)

@@ -1,4 +1,4 @@
-"""`facecls robustness ckpt=PATH`: accuracy of a trained model on changed val/test images
+"""Accuracy of a trained model on changed val/test images (`facecls robustness`)
 (report section 1.7) — colour jitter, blur, perspective, rotation, translation, scale.
 
 Each variation is a yaml in conf/variation/ holding torchvision.transforms.v2 classes. The
@@ -8,9 +8,6 @@ to ``seed`` before every variation and split, so a run repeats to the last digit
 """
 from __future__ import annotations
 
-import csv
-import io
-import logging
 from dataclasses import dataclass
 from numbers import Number
 from pathlib import Path
@@ -18,9 +15,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from facecls.errors import UserError, reports_user_errors
-
-log = logging.getLogger(__name__)
+from facecls.config.checks import SPLITS
+from facecls.data.batches import BatchPreparer, build_transform
+from facecls.errors import UserError
+from facecls.io import csv_text
+from facecls.plots import plt, save_figure
+from facecls.training.engine import EvalSettings, evaluate
 
 CSV_COLUMNS = ["variation", "parameter", "value", "split", "accuracy", "loss", "drop"]
 RESERVED = ("sweep", "transforms")
@@ -45,8 +45,6 @@ def _describe(node: DictConfig) -> str:
 
 def variation_settings(variations: DictConfig) -> list[Setting]:
     """Expand the `variation` config into settings, building each one's transform."""
-    from facecls.data.batches import build_transform
-
     settings = []
     for name in variations:
         node = variations[name]
@@ -79,21 +77,16 @@ def variation_settings(variations: DictConfig) -> list[Setting]:
     return settings
 
 
-def evaluate_under(run, split, transform, settings, seed: int) -> dict:
+def evaluate_under(run, split, transform, settings: EvalSettings, seed: int) -> dict:
     """Loss and accuracy on ``split`` with ``transform`` applied per image, RNG seeded first."""
-    from facecls.data.batches import BatchPreparer
-    from facecls.engine import evaluate
-
     changed = BatchPreparer(run.data.preprocess, run.device, augment=transform,
                             channels_last=run.prepare.channels_last)
     torch.manual_seed(seed)
     return evaluate(run.model, split, lambda x, train=False: changed(x, train=True), settings)
 
 
-def robustness_rows(run, variations: DictConfig, splits: list[str], settings, seed: int) -> list[dict]:
+def robustness_rows(run, variations: DictConfig, splits: list[str], settings: EvalSettings, seed: int) -> list[dict]:
     """Clean rows first, then one row per (variation setting, split)."""
-    from facecls.engine import evaluate
-
     clean, rows = {}, []
     for split_name in splits:
         result = evaluate(run.model, run.data.split(split_name), run.prepare, settings)
@@ -115,18 +108,13 @@ def robustness_rows(run, variations: DictConfig, splits: list[str], settings, se
 
 
 def rows_csv(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for r in rows:
-        writer.writerow([r["variation"], r["parameter"], "" if r["value"] is None else r["value"], r["split"],
-                         repr(r["accuracy"]), repr(r["loss"]), repr(r["drop"])])
-    return buffer.getvalue()
+    return csv_text(CSV_COLUMNS, ([r["variation"], r["parameter"], "" if r["value"] is None else r["value"],
+                                   r["split"], repr(r["accuracy"]), repr(r["loss"]), repr(r["drop"])] for r in rows))
 
 
 def check_splits(splits) -> list[str]:
     names = [str(s) for s in (splits if isinstance(splits, (list, ListConfig)) else [splits])]
-    bad = [s for s in names if s not in ("train", "val", "test")]
+    bad = [s for s in names if s not in SPLITS]
     if bad or not names:
         raise UserError(f"splits={names} — use a list of train, val, test (e.g. splits=[val,test]).")
     return names
@@ -138,8 +126,6 @@ def _is_number(value) -> bool:
 
 def plot_robustness(rows: list[dict], splits: list[str], path: Path) -> Path:
     """Bars for single settings and one curve panel per swept variation; clean accuracy as lines."""
-    from facecls.plots import plt, save_figure
-
     clean = {r["split"]: r["accuracy"] for r in rows if r["variation"] == "clean"}
     singles = [r for r in rows if r["variation"] != "clean" and not r["swept"]]
     swept = list(dict.fromkeys(r["variation"] for r in rows if r["swept"]))
@@ -187,35 +173,14 @@ def plot_robustness(rows: list[dict], splits: list[str], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-@reports_user_errors
-def main(cfg: DictConfig) -> list[dict]:
-    from facecls.engine import LoopSettings
-    from facecls.io import atomic_write_text
-    from facecls.loading import load_run
-    from facecls.runtime import amp_flag
-
-    splits = check_splits(cfg.splits)
-    variations = cfg.get("variation")
-    if not variations:
-        raise UserError("no variation chosen — pick some, e.g. variation=[rotation,gaussian_blur].")
-    variation_settings(variations)  # a broken variation fails here, before the data is loaded
-    run = load_run(cfg.ckpt, cfg.trainer.device, cfg.data.root, cfg.paths.cache_dir)
-    trained = run.config.trainer
-    settings = LoopSettings(device=run.device, max_epochs=1, batch_size=1,
-                            eval_batch_size=cfg.trainer.eval_batch_size or trained.eval_batch_size,
-                            amp=amp_flag(trained.get("amp", False), run.device))
-    rows = robustness_rows(run, variations, splits, settings, int(cfg.seed))
-    out = Path(cfg.out).expanduser() if cfg.out else run.run_dir
-    table = atomic_write_text(out / "robustness.csv", rows_csv(rows))
-    png = plot_robustness(rows, splits, out / "robustness.png")
+def format_rows(rows: list[dict]) -> list[str]:
+    """One text line per setting: each split's accuracy and its change from clean."""
     width = max(len(f"{r['variation']} {r['parameter']}") for r in rows)
     clean = {r["split"]: r["accuracy"] for r in rows if r["variation"] == "clean"}
+    lines = []
     for key in dict.fromkeys((r["variation"], r["parameter"]) for r in rows):
         cells = [r for r in rows if (r["variation"], r["parameter"]) == key]
-        scores = "  ".join(f"{r['split']} {r['accuracy']:.4f}" + ("" if key[0] == "clean" else
-                                                                 f" ({r['accuracy'] - clean[r['split']]:+.4f})")
-                           for r in cells)
-        log.info("%s  %s", f"{key[0]} {key[1]}".ljust(width), scores)
-    log.info("→ %s, %s", table, png)
-    return rows
-
+        scores = "  ".join(f"{r['split']} {r['accuracy']:.4f}" + (
+            "" if key[0] == "clean" else f" ({r['accuracy'] - clean[r['split']]:+.4f})") for r in cells)
+        lines.append(f"{f'{key[0]} {key[1]}'.ljust(width)}  {scores}")
+    return lines

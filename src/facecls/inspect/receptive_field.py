@@ -1,4 +1,4 @@
-"""`facecls rf`: the receptive field of every conv/pool layer of a model (report section 1.1).
+"""The receptive field of every conv/pool layer of a model (report section 1.1, `facecls rf`).
 
 The layers are found by running one dummy image through the model with forward hooks, so
 the table follows the real forward order and the real output sizes, whatever the module
@@ -15,18 +15,13 @@ walk stops there rather than guessing.
 """
 from __future__ import annotations
 
-import csv
-import io
-import logging
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from facecls.errors import UserError, reports_user_errors
-
-log = logging.getLogger(__name__)
+from facecls.io import csv_text
+from facecls.models.tracing import trace_modules
 
 KNOWN = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 # Modules that mix positions in a way no kernel arithmetic describes.
@@ -34,42 +29,6 @@ UNKNOWN = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDeco
            nn.Upsample, nn.ConvTranspose2d, nn.Fold, nn.Unfold, nn.PixelShuffle, nn.PixelUnshuffle)
 ADAPTIVE = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 COLUMNS = ["label", "layer", "type", "kernel", "stride", "padding", "dilation", "output", "jump", "rf", "start"]
-
-
-@dataclass
-class Traced:
-    """One module call seen during the dummy forward pass."""
-
-    name: str
-    module: nn.Module
-    input_shape: tuple | None
-    output_shape: tuple | None
-
-
-def trace_modules(model: nn.Module, example: torch.Tensor) -> list[Traced]:
-    """Every module call of ``model(example)`` in forward order, with input/output shapes.
-
-    Hooks are removed afterwards and the model's training mode is restored."""
-    names = {m: n for n, m in model.named_modules()}
-    calls: list[Traced] = []
-
-    def shape(value):
-        return tuple(value.shape) if isinstance(value, torch.Tensor) else None
-
-    def hook(module, args, output):
-        calls.append(Traced(names.get(module, "?"), module, shape(args[0]) if args else None, shape(output)))
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if m is not model]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return calls
 
 
 def _pair(value) -> tuple[int, int]:
@@ -148,14 +107,14 @@ def receptive_fields(model: nn.Module, input_size: int | tuple[int, int], in_cha
                              g["dilation"], spatial_out, jump, rf, start))
     wider = next((row for row in rows if any(r > n for r, n in zip(row.rf, size))), None)
     if wider is not None:
-        notes.append(f"from {wider.label} on, a field ({_fmt(wider.rf)}) is larger than the {size[0]}×{size[1]} "
+        notes.append(f"from {wider.label} on, a field ({fmt(wider.rf)}) is larger than the {size[0]}×{size[1]} "
                      "input: part of it lies in the padding.")
     if not rows and not notes:
         notes.append("no conv/pool layers: every unit of the first layer sees the whole input.")
     return FieldTable(size, rows, notes)
 
 
-def _fmt(value) -> str:
+def fmt(value) -> str:
     """(a, a) → 'a', (a, b) → 'a×b'; floats without a trailing .0."""
     def one(v):
         return str(int(v)) if float(v).is_integer() else f"{v:g}"
@@ -169,7 +128,7 @@ def format_table(table: FieldTable) -> str:
     """The table as aligned text lines (header first), output sizes as H×W."""
     lines = [COLUMNS]
     for row in table.rows:
-        cells = {k: _fmt(v) for k, v in asdict(row).items()}
+        cells = {k: fmt(v) for k, v in asdict(row).items()}
         cells["output"] = "×".join(str(v) for v in row.output)
         lines.append([cells[c] for c in COLUMNS])
     widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
@@ -178,60 +137,9 @@ def format_table(table: FieldTable) -> str:
 
 
 def table_csv(table: FieldTable) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for row in table.rows:
-        cells = {k: _fmt(v) for k, v in asdict(row).items()}
-        cells["output"] = "×".join(str(v) for v in row.output)
-        writer.writerow([cells[c] for c in COLUMNS])
-    return buffer.getvalue()
+    def cells(row) -> list[str]:
+        values = {k: fmt(v) for k, v in asdict(row).items()}
+        values["output"] = "×".join(str(v) for v in row.output)
+        return [values[c] for c in COLUMNS]
 
-
-@reports_user_errors
-def main(cfg) -> FieldTable:
-    """`facecls rf model=… [input_size=…]` or `facecls rf ckpt=PATH`: print the table, write rf.csv."""
-    from facecls.io import atomic_write_text
-    from facecls.models import build_model, preprocess_for
-    from facecls.models.pretrained import skip_pretrained
-
-    model_cfg, num_classes, out = cfg.model, cfg.num_classes, cfg.out
-    if cfg.ckpt:
-        from facecls.checkpoint import load_checkpoint
-        from facecls.loading import run_dir_of
-        from omegaconf import OmegaConf
-
-        ckpt = load_checkpoint(cfg.ckpt)
-        model_cfg = OmegaConf.create(ckpt["config"]["model"])
-        num_classes = len(ckpt["classes"])
-        out = out or run_dir_of(Path(cfg.ckpt))
-    model_cfg = skip_pretrained(model_cfg)  # the field needs the architecture only, no weights
-    if cfg.input_size and "input_size" in model_cfg:
-        model_cfg.input_size = cfg.input_size  # a model sized for the input (its FC layers follow it)
-    size = cfg.input_size or preprocess_for(model_cfg).size
-    if not isinstance(size, int) or size < 1:
-        raise UserError(f"input_size={size} is invalid — give a whole number of pixels, e.g. input_size=224.")
-    model = build_model(model_cfg, num_classes=int(num_classes))
-    try:
-        table = receptive_fields(model, size)
-    except RuntimeError as err:  # the model cannot take this input (too small for its kernels)
-        raise UserError(f"a {size}×{size} image does not fit through {model_cfg._target_} "
-                        f"({str(err).splitlines()[0][:120]}) — use a larger input_size.") from None
-    name = model_cfg._target_.rsplit(".", 1)[-1]
-    if out is None:
-        from hydra.core.hydra_config import HydraConfig
-
-        choice = HydraConfig.get().runtime.choices.get("model", name) if HydraConfig.initialized() else name
-        out = Path(cfg.paths.output_dir) / "rf" / str(choice)
-    path = atomic_write_text(Path(out) / "rf.csv", table_csv(table))
-    if table.rows:
-        log.info("Receptive fields of %s at %d×%d input:\n%s", name, size, size, format_table(table))
-    for note in table.notes:
-        log.info("note: %s", note)
-    if table.rows:
-        last = table.rows[-1]
-        log.info("%s (%s) sees a %d×%d patch of the input, one unit every %s pixels → %s", last.label,
-                 last.layer, last.rf[0], last.rf[1], _fmt(last.jump), path)
-    else:
-        log.info("→ %s", path)
-    return table
+    return csv_text(COLUMNS, (cells(row) for row in table.rows))

@@ -7,27 +7,24 @@ and the model's own ``train()`` keeps frozen parts in eval mode.
 """
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
 import logging
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from facecls.data.batches import iterate_batches
-from facecls.distributed import SINGLE, DistContext
-from facecls.io import atomic_write_text
+from facecls.errors import UserError
+from facecls.training.distributed import SINGLE, DistContext
+from facecls.training.runtime import autocast, capture_rng, restore_rng
 
 log = logging.getLogger(__name__)
 
-HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
+MONITORS = ("val_acc", "val_loss")  # what early stopping and best.pt may follow
 
 
 class EarlyStopping:
@@ -36,9 +33,7 @@ class EarlyStopping:
     the best epoch, which picks best.pt)."""
 
     def __init__(self, monitor: str = "val_acc", patience: int | None = None, min_delta: float = 0.0):
-        if monitor not in ("val_acc", "val_loss"):
-            from facecls.errors import UserError
-
+        if monitor not in MONITORS:
             raise UserError(f"unknown monitor '{monitor}' — use val_acc or val_loss.")
         self.monitor, self.patience, self.min_delta = monitor, patience, float(min_delta)
         self.sign = 1.0 if monitor == "val_acc" else -1.0  # higher val_acc / lower val_loss is better
@@ -66,7 +61,23 @@ class EarlyStopping:
 
 
 @dataclass
+class EvalSettings:
+    """How to run a model over a split without training it."""
+
+    device: torch.device
+    batch_size: int = 256
+    amp: bool = False
+    progress: bool | None = None  # None: bars only on a terminal
+    dist: DistContext = SINGLE  # DDP: each rank scores its share, the sums are all-reduced
+
+    def autocast(self):
+        return autocast(self.device, self.amp)
+
+
+@dataclass
 class LoopSettings:
+    """How ``fit`` trains: epochs, batch sizes, numerics, and this process's DDP rank."""
+
     device: torch.device
     max_epochs: int
     batch_size: int
@@ -79,6 +90,14 @@ class LoopSettings:
     limit_batches: int | float | None = None  # per training epoch: a count, or a fraction of the batches
     dist: DistContext = SINGLE  # DDP: this process's rank; batch_size is then the per-process batch
 
+    @property
+    def eval(self) -> EvalSettings:
+        """The settings of the validation (and test) passes."""
+        return EvalSettings(self.device, self.eval_batch_size, self.amp, self.progress, self.dist)
+
+    def autocast(self):
+        return autocast(self.device, self.amp)
+
 
 @dataclass
 class FitResult:
@@ -89,17 +108,24 @@ class FitResult:
     rng: dict = field(default_factory=dict)  # random states at the end of the last finished epoch
 
 
-def autocast(settings: LoopSettings):
-    if not settings.amp:
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16
-    if settings.device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        dtype = torch.float16
-    return torch.autocast(settings.device.type, dtype=dtype)
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where an interrupted run continues: its finished epochs and every random state at
+    the end of the last one (the weights, optimizer and counters are restored before fit)."""
+
+    epoch: int
+    history: list[dict]
+    rng: dict
+
+
+class EpochReporter(Protocol):
+    """Receives each finished epoch (rank 0 only): writes history.csv, checkpoints, trackers."""
+
+    def epoch_finished(self, result: FitResult, improved: bool) -> None: ...
 
 
 @torch.inference_mode()
-def evaluate(net: nn.Module, split, prepare: Callable, settings: LoopSettings,
+def evaluate(net: nn.Module, split, prepare: Callable, settings: EvalSettings,
              return_predictions: bool = False):
     """Mean loss and accuracy over a split (and optionally every prediction and its probability).
     Under DDP each rank scores its share and the sums are all-reduced (not with predictions:
@@ -108,9 +134,9 @@ def evaluate(net: nn.Module, split, prepare: Callable, settings: LoopSettings,
     net.eval()
     dist = SINGLE if return_predictions else settings.dist
     total_loss, correct, count, preds, probs = 0.0, 0, 0, [], []
-    for x, y in iterate_batches(split, settings.eval_batch_size, rank=dist.rank, world_size=dist.world_size):
+    for x, y in iterate_batches(split, settings.batch_size, rank=dist.rank, world_size=dist.world_size):
         y = y.to(settings.device, non_blocking=True)
-        with autocast(settings):
+        with settings.autocast():
             logits = net(prepare(x, train=False))
         logits = logits.float()
         total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
@@ -130,29 +156,18 @@ def evaluate(net: nn.Module, split, prepare: Callable, settings: LoopSettings,
     return result
 
 
-def write_history(path: Path, history: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: row[k] for k in HISTORY_COLUMNS})  # full precision: metrics.json must match
-    atomic_write_text(path, buffer.getvalue())
-
-
 def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimizer, scheduler,
-        stopper: EarlyStopping, settings: LoopSettings, run_dir: Path,
-        save: Callable[[str, int, FitResult], None], stop=None, resume: dict | None = None) -> FitResult:
+        stopper: EarlyStopping, settings: LoopSettings, reporter: EpochReporter | None = None,
+        stop=None, resume: ResumePoint | None = None) -> FitResult:
     """Train ``net`` on ``data.train`` for up to ``settings.max_epochs`` epochs.
 
     Each epoch: shuffled batches → forward → cross-entropy → backward → step; then the
-    validation score, the scheduler step, one history row, ``save('last', …)`` and, on a
-    new best, ``save('best', …)``. Stops early when ``stopper`` says so, when the loss stops
+    validation score, the scheduler step, one history row, and ``reporter.epoch_finished``
+    (history.csv, best.pt on a new best, last.pt). Stops early when ``stopper`` says so, when the loss stops
     being a finite number ('diverged'), or when ``stop.requested`` is set by a signal
     ('interrupted': the unfinished epoch is dropped, so last.pt stays a clean resume point).
     ``resume`` (history, epoch, rng from last.pt) continues a run exactly where it stopped.
     """
-    from facecls.runtime import capture_rng, restore_rng
-
     result = FitResult(best_epoch=stopper.best_epoch)
     criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     scaler = torch.amp.GradScaler(enabled=settings.amp and settings.device.type == "cuda"
@@ -160,9 +175,9 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
     order = torch.Generator().manual_seed(settings.seed)  # the batch order, reproducible from the seed
     start_epoch = 1
     if resume:
-        result.history = list(resume["history"])
-        start_epoch = resume["epoch"] + 1
-        restore_rng(resume["rng"], order)
+        result.history = list(resume.history)
+        start_epoch = resume.epoch + 1
+        restore_rng(resume.rng, order)
         if stopper.should_stop:
             result.stop_reason = "early_stopping"
             return result
@@ -186,7 +201,7 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
             if step == n_batches:
                 break
             x, y = prepare(x, train=True), y.to(settings.device, non_blocking=True)
-            with autocast(settings):
+            with settings.autocast():
                 logits = net(x)
                 loss = criterion(logits.float(), y)
             if settings.dist.any(not torch.isfinite(loss)):  # DDP: every rank stops on the same step
@@ -216,7 +231,7 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
                       optimizer.param_groups[0]["lr"])
             break
         seen, loss_sum, correct = settings.dist.sum(seen, loss_sum, correct)
-        val = evaluate(net, data.val, prepare, settings)
+        val = evaluate(net, data.val, prepare, settings.eval)
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
             scheduler.step()
@@ -226,11 +241,8 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
         improved = stopper.step(epoch, row[stopper.monitor])
         result.best_epoch = stopper.best_epoch
         result.rng = capture_rng(order)
-        if settings.dist.is_main:  # under DDP, rank 0 alone writes the run dir
-            write_history(run_dir / "history.csv", result.history)
-            if improved:
-                save("best", epoch, result)
-            save("last", epoch, result)
+        if reporter is not None and settings.dist.is_main:  # under DDP, rank 0 alone writes the run dir
+            reporter.epoch_finished(result, improved)
         note = "new best" if improved else "not a better score" + (
             f" ({stopper.bad_epochs}/{stopper.patience})" if stopper.patience is not None else "")
         log.info("epoch %*d/%d train_loss %.4f train_acc %.4f val_loss %.4f val_acc %.4f lr %.2e — %s",

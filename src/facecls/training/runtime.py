@@ -1,6 +1,8 @@
-"""Run-time choices shared by every command: device, seeding, threads, progress bars."""
+"""Run-time choices shared by every command: device, precision, seeding, threads, progress bars,
+and the random states a resumed run restores."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -57,6 +59,17 @@ def amp_flag(value, device: torch.device) -> bool:
     if str(value).lower() == "auto":
         return device.type == "cuda"
     raise UserError(f"trainer.amp={value} — use auto, true or false.")
+
+
+def autocast(device: torch.device, amp: bool):
+    """The mixed-precision context of a forward pass: bf16 where the device supports it
+    (fp16 on older CUDA GPUs), a no-op when ``amp`` is off."""
+    if not amp:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        dtype = torch.float16
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def configure_threads(num_threads) -> None:

@@ -1,20 +1,20 @@
-"""Continue an interrupted run in its own run dir, exactly where it stopped.
+"""Command-line arguments rewritten before Hydra composes (torch-free).
 
-`facecls train resume=RUN_DIR|CKPT|auto` is rewritten before Hydra composes: the run's own
+`facecls train resume=RUN_DIR|CKPT|auto` continues an interrupted run in its own run dir: the run's own
 overrides (from .hydra/overrides.yaml) come first, then whatever else the user typed (e.g.
 a larger trainer.max_epochs), and hydra.run.dir points back at the run dir. The train task
 then restores model, optimizer, scheduler, early-stopping counter, history and every random
-state from checkpoints/last.pt.
+state from checkpoints/last.pt (facecls.training.resume). Under torchrun, ranks other than 0
+write no run dir (worker_rank_args).
 """
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
-from facecls.errors import UserError, exit_with
+import yaml
 
-log = logging.getLogger(__name__)
+from facecls.errors import exit_with
 
 
 def _value(args: list[str], key: str) -> str | None:
@@ -23,8 +23,6 @@ def _value(args: list[str], key: str) -> str | None:
 
 
 def _saved_overrides(run_dir: Path) -> list[str]:
-    import yaml
-
     saved = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
     return [o for o in saved if not o.startswith(("resume=", "hydra.run.dir="))]
 
@@ -76,26 +74,12 @@ def expand_resume_args(args: list[str]) -> list[str]:
     return _saved_overrides(run_dir) + others + [f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
 
 
-def load_resume_point(run_dir: Path) -> dict | None:
-    """checkpoints/last.pt of ``run_dir`` as a resume point, or None to start from scratch."""
-    from facecls.checkpoint import load_checkpoint
-
-    last = run_dir / "checkpoints" / "last.pt"
-    if not last.is_file():
-        log.info("No checkpoints/last.pt in %s yet: starting from epoch 1.", run_dir)
-        return None
-    ckpt = load_checkpoint(last)
-    if not ckpt.get("rng") or ckpt.get("optimizer") is None:
-        raise UserError(f"{last} has no resume state — it was not written by facecls train; start a new run.")
-    log.info("Resuming from %s (epoch %d finished).", last, ckpt["epoch"])
-    return ckpt
-
-
-def restore_training_state(ckpt: dict, model, optimizer, scheduler, stopper) -> None:
-    from facecls.checkpoint import restore_model
-
-    restore_model(model, ckpt["model"], source="checkpoints/last.pt")
-    optimizer.load_state_dict(ckpt["optimizer"])
-    if scheduler is not None and ckpt.get("scheduler"):
-        scheduler.load_state_dict(ckpt["scheduler"])
-    stopper.load_state_dict(ckpt["early_stopping"])
+def worker_rank_args(args: list[str]) -> list[str]:
+    """Hydra overrides for a torchrun process other than rank 0: no .hydra/ and no log file
+    (rank 0 writes the one run dir). Without an explicit ``hydra.run.dir`` it runs in ``.``:
+    the default pattern's time and random id would name a different dir in every process."""
+    owned = ("hydra.output_subdir=", "hydra/job_logging=")
+    extra = ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
+    if not any(a.startswith("hydra.run.dir=") for a in args):
+        extra.append("hydra.run.dir=.")
+    return [a for a in args if not a.startswith(owned)] + extra

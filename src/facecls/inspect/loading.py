@@ -10,18 +10,26 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from facecls.data.batches import BatchPreparer
+from facecls.data.dataset import DataBundle, build_data
 from facecls.errors import UserError
+from facecls.models import build_model
+from facecls.models.base import restore_model
+from facecls.models.pretrained import skip_pretrained
+from facecls.training.checkpoint import Checkpoint, load_checkpoint
+from facecls.training.engine import EvalSettings
+from facecls.training.runtime import amp_flag, select_device
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class LoadedRun:
-    checkpoint: dict
+    checkpoint: Checkpoint
     config: DictConfig      # the run's resolved training config
     model: torch.nn.Module  # in eval mode, on `device`
-    data: object            # facecls.data.dataset.DataBundle
-    prepare: object         # facecls.data.batches.BatchPreparer (no augmentation)
+    data: DataBundle
+    prepare: BatchPreparer  # no augmentation
     device: torch.device
     run_dir: Path           # the folder that holds checkpoints/
 
@@ -29,37 +37,45 @@ class LoadedRun:
     def classes(self) -> list[str]:
         return self.data.classes
 
+    def eval_settings(self, batch_size: int | None = None) -> EvalSettings:
+        """Scoring settings: ``batch_size`` (None = as in training) and the run's precision."""
+        trained = self.config.trainer
+        return EvalSettings(self.device, int(batch_size or trained.eval_batch_size),
+                            amp=amp_flag(trained.get("amp", False), self.device), progress=False)
+
+    def output_dir(self, out: str | None) -> Path:
+        """Where a command writes its files: ``out=DIR`` when given, else the run dir."""
+        return Path(out).expanduser() if out else self.run_dir
+
 
 def run_dir_of(ckpt_path: Path) -> Path:
     ckpt_path = Path(ckpt_path).expanduser().resolve()
     return ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
 
 
+def rebuild_model(ckpt: Checkpoint, num_classes: int, source: str) -> torch.nn.Module:
+    """The checkpoint's model with its weights (on the CPU, in train mode). The checkpoint
+    holds every weight: pretrained (ImageNet) weights are never looked for again."""
+    model = build_model(skip_pretrained(OmegaConf.create(ckpt.config).model), num_classes=num_classes)
+    restore_model(model, ckpt.model, source=source)
+    return model
+
+
 def load_run(ckpt_path: str | Path, device_name: str = "auto", data_root: str | None = None,
              cache_dir: str | None = None, progress: bool | None = None) -> LoadedRun:
     """Load ``ckpt_path`` and rebuild its data (same split) and model."""
-    from facecls.checkpoint import load_checkpoint, restore_model
-    from facecls.data.batches import BatchPreparer
-    from facecls.data.dataset import build_data
-    from facecls.data.decode import Preprocess
-    from facecls.models import build_model
-    from facecls.models.pretrained import skip_pretrained
-    from facecls.runtime import select_device
-
     device = select_device(device_name)
     ckpt = load_checkpoint(ckpt_path)
-    cfg = OmegaConf.create(ckpt["config"])
+    cfg = OmegaConf.create(ckpt.config)
     if data_root:
         cfg.data.root = data_root
         cfg.data.source.root = data_root
-    prep = Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["preprocess"].items()})
+    prep = ckpt.preprocessing()
     data = build_data(cfg.data, prep, cache_dir, progress)
-    if data.classes != ckpt["classes"]:
+    if data.classes != ckpt.classes:
         raise UserError(f"the data at '{data.root}' has classes {data.classes[:5]}… but the checkpoint "
-                        f"was trained on {ckpt['classes'][:5]}… — point data.root at the same classes.")
-    # The checkpoint holds every weight: never look for pretrained (ImageNet) weights again.
-    model = build_model(skip_pretrained(cfg.model), num_classes=len(data.classes))
-    restore_model(model, ckpt["model"], source=str(ckpt_path))
+                        f"was trained on {ckpt.classes[:5]}… — point data.root at the same classes.")
+    model = rebuild_model(ckpt, len(data.classes), source=str(ckpt_path))
     channels_last = bool(cfg.trainer.get("channels_last", False))
     model = model.to(device)
     if channels_last:

@@ -1,18 +1,19 @@
-"""`facecls visualize predictions`: a gallery of correct and false predictions
+"""A gallery of correct and false predictions
 (report section 2.4, Figs. 8 and 9) — each image with its true name, the predicted name
 and the model's confidence. The images are drawn at random with a fixed seed (the same
 command shows the same images), or named with ``image=``."""
 from __future__ import annotations
 
-import csv
-import io
 import logging
 
 import torch
 
+from facecls.config.checks import check_split
 from facecls.errors import UserError
+from facecls.inspect.images import Picked, class_name, pick_images, predict, to_picture
+from facecls.io import atomic_write_text, csv_text
 from facecls.plots import plt, save_figure
-from facecls.visualize.common import Picked, check_split, class_name, pick_images, predict, to_picture
+from facecls.training.engine import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,6 @@ def _entries(picked: list[Picked], predicted: torch.Tensor, confidence: torch.Te
 
 def prediction_gallery(run, split_name: str, count: int, seed: int, image=None, batch_size: int = 256):
     """Build the gallery figure and its rows (for the CSV)."""
-    from facecls.engine import LoopSettings, evaluate
-
     check_split(split_name)
     if image is not None:
         picked = pick_images(image, run, split_name)
@@ -69,8 +68,7 @@ def prediction_gallery(run, split_name: str, count: int, seed: int, image=None, 
         if not isinstance(count, int) or count < 1:
             raise UserError(f"count={count} is invalid — give a whole number >= 1 (images per row).")
         split = run.data.split(split_name)
-        settings = LoopSettings(device=run.device, max_epochs=1, batch_size=1, eval_batch_size=batch_size)
-        result = evaluate(run.model, split, run.prepare, settings, return_predictions=True)
+        result = evaluate(run.model, split, run.prepare, run.eval_settings(batch_size), return_predictions=True)
         correct = result["predictions"] == split.labels
         rows = []
         for heading, indices in zip(("correct", "false"), sample_indices(correct, count, seed)):
@@ -82,21 +80,14 @@ def prediction_gallery(run, split_name: str, count: int, seed: int, image=None, 
 
 
 def rows_csv(rows, classes: list[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for heading, entries in rows:
-        for e in entries:
-            writer.writerow([heading, "" if e["index"] is None else e["index"], e["file"],
-                             class_name(classes, e["true"]), classes[e["predicted"]], f"{e['confidence']:.6f}",
-                             "" if e["true"] is None else int(e["true"] == e["predicted"])])
-    return buffer.getvalue()
+    return csv_text(CSV_COLUMNS, (
+        [heading, "" if e["index"] is None else e["index"], e["file"], class_name(classes, e["true"]),
+         classes[e["predicted"]], f"{e['confidence']:.6f}", "" if e["true"] is None else int(e["true"] == e["predicted"])]
+        for heading, entries in rows for e in entries))
 
 
 def run_predictions(cfg, run, out) -> dict:
     """`facecls visualize predictions`: write predictions.png and predictions.csv."""
-    from facecls.io import atomic_write_text
-
     fig, rows = prediction_gallery(run, cfg.split, cfg.count, cfg.seed, cfg.image, cfg.trainer.eval_batch_size)
     png = save_figure(fig, out / "predictions.png")
     table = atomic_write_text(out / "predictions.csv", rows_csv(rows, run.classes))

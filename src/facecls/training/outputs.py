@@ -1,5 +1,6 @@
-"""What a run leaves behind after training: test scores of the best checkpoint,
-metrics.json, curves.png and confusion_matrix.png."""
+"""What a run leaves behind: history.csv and the checkpoints after every epoch
+(:class:`RunRecorder`), then the test score of the best checkpoint, metrics.json,
+curves.png and confusion_matrix.png (:func:`finish_run`)."""
 from __future__ import annotations
 
 import logging
@@ -7,11 +8,33 @@ from pathlib import Path
 
 import torch
 
-from facecls.checkpoint import load_checkpoint
-from facecls.engine import evaluate
-from facecls.io import atomic_write_json
+from facecls.io import atomic_write_json, atomic_write_text, csv_text
+from facecls.plots import plot_confusion, plot_curves
+from facecls.training.checkpoint import CheckpointWriter
+from facecls.training.engine import EvalSettings, FitResult, evaluate
 
 log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    # full precision (str of a float is its shortest exact form): metrics.json must match
+    atomic_write_text(path, csv_text(HISTORY_COLUMNS, ([row[k] for k in HISTORY_COLUMNS] for row in history)))
+
+
+class RunRecorder:
+    """The one place ``fit`` reports a finished epoch to: history.csv, then best.pt (on a
+    new best) and last.pt."""
+
+    def __init__(self, run_dir: Path, checkpoints: CheckpointWriter):
+        self.run_dir, self.checkpoints = Path(run_dir), checkpoints
+
+    def epoch_finished(self, result: FitResult, improved: bool) -> None:
+        write_history(self.run_dir / "history.csv", result.history)
+        if improved:
+            self.checkpoints.write("best", result)
+        self.checkpoints.write("last", result)
 
 
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -19,13 +42,11 @@ def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classe
     return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
-def finish_run(run_dir: Path, model, net, data, prepare, settings, result, best_weights: dict | None,
-               extra: dict) -> dict:
-    """Reload the best weights (``best_weights`` or checkpoints/best.pt), score the test split,
-    write metrics.json and the figures."""
-    from facecls.plots import plot_confusion, plot_curves
-
-    best_path = run_dir / "checkpoints" / "best.pt"
+def finish_run(run_dir: Path, model, trained, data, prepare, settings: EvalSettings, result: FitResult,
+               best_weights: dict | None, extra: dict) -> dict:
+    """Load ``best_weights`` into ``model``, score the test split through ``trained`` (the
+    module that trained: the model itself, or its head on cached features), write
+    metrics.json and the figures."""
     best_row = next((r for r in result.history if r["epoch"] == result.best_epoch), None)
     metrics = {
         "best_epoch": result.best_epoch or None,
@@ -46,11 +67,9 @@ def finish_run(run_dir: Path, model, net, data, prepare, settings, result, best_
         "val_size": len(data.val),
         "test_size": len(data.test),
     }
-    if best_weights is None and best_path.exists():
-        best_weights = load_checkpoint(best_path, map_location=settings.device)["model"]
     if best_weights is not None:
         model.load_state_dict(best_weights)
-        test = evaluate(net, data.test, prepare, settings, return_predictions=True)
+        test = evaluate(trained, data.test, prepare, settings, return_predictions=True)
         metrics["test_acc"], metrics["test_loss"] = test["acc"], test["loss"]
         matrix = confusion_matrix(data.test.labels, test["predictions"], len(data.classes))
         plot_confusion(matrix.numpy(), data.classes, run_dir / "confusion_matrix.png",

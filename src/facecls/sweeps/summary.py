@@ -1,4 +1,4 @@
-"""`facecls summarize DIR [DIR…]`: compare every run under the given run or sweep dirs.
+"""Compare every run under the given run or sweep dirs (`facecls summarize`, and a sweep's end).
 
 Writes into ``out`` (default: the first dir) ``summary.csv`` (one row per run, every
 override a column), ``summary_groups.csv`` (one row per configuration: mean, std, n),
@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Iterable
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
 
-from facecls.errors import UserError, reports_user_errors
+from facecls.errors import UserError
 from facecls.io import atomic_write_text
+from facecls.sweeps.figures import plot_curves_overlay, plot_summary
 from facecls.sweeps.runs import read_runs
 from facecls.sweeps.table import (SORT_KEYS, Summary, configuration_table, group_rows, markdown_table,
                                   run_rows, runs_table, shown, summarize_runs, text_table, to_csv)
@@ -132,20 +132,6 @@ def write_summary(dirs: list[str | Path], out: str | Path | None = None, average
     atomic_write_text(out / "summary_groups.csv", to_csv(group_rows(summary)))
     atomic_write_text(out / "summary.md", markdown_report(summary, optuna))
     if plots:
-        from facecls.sweeps.figures import plot_curves_overlay, plot_summary
-
         plot_summary(summary, out / "summary.png")
         plot_curves_overlay(summary, out / "curves_overlay.png")
     return summary, terminal_report(summary, optuna)
-
-
-@reports_user_errors
-def main(cfg: DictConfig) -> None:
-    dirs = cfg.dirs if OmegaConf.is_list(cfg.dirs) else [cfg.dirs] if cfg.dirs else []  # dirs=A works too
-    dirs = [str(d) for d in dirs]
-    out = cfg.out if cfg.out is not None else (dirs[0] if dirs else None)
-    _, text = write_summary(dirs, out, [str(k) for k in cfg.average_over or []], cfg.sort, cfg.plots,
-                            stale_after_min=cfg.stale_after_min)
-    print(text)
-    written = "summary.csv, summary_groups.csv, summary.md" + (", summary.png, curves_overlay.png" if cfg.plots else "")
-    print(f"\nWrote {written} to {out}")

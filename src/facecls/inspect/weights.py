@@ -1,4 +1,4 @@
-"""`facecls visualize weights`: first-layer weights as images (report section 2.3, Fig. 6).
+"""First-layer weights as images (report section 2.3, Fig. 6).
 
 An MLP's first Linear layer has one weight per input pixel and channel, so each hidden
 neuron reshapes to a C×H×W image of what it responds to. A conv model's first layer is a
@@ -15,8 +15,9 @@ from torch import nn
 from torchvision.utils import make_grid
 
 from facecls.errors import UserError
+from facecls.io import atomic_write_json
+from facecls.models.tracing import trace_modules
 from facecls.plots import plt, save_figure
-from facecls.receptive_field import trace_modules
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def weight_images(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[
     if isinstance(layer, nn.Conv2d):
         return name, "filter", weight
     # An MLP: a hidden neuron's weights cover every input value, so they reshape to an image.
-    shape = tuple(getattr(model, "input_shape", input_shape))
+    shape = tuple(input_shape)
     if weight.shape[1] != math.prod(shape):
         raise UserError(f"the first layer {name} takes {weight.shape[1]} values, not a {'×'.join(map(str, shape))} "
                         "image — weight images need an MLP on pixels or a conv model.")
@@ -137,8 +138,6 @@ def weight_figures(model: nn.Module, input_shape: tuple[int, int, int], neurons=
 
 def run_weights(cfg, run, out) -> dict:
     """`facecls visualize weights`: write weights.png, weights_selected.png and weights.json."""
-    from facecls.io import atomic_write_json
-
     prep = run.data.preprocess
     result = weight_figures(run.model, (3, prep.size, prep.size), cfg.neurons, cfg.enlarge)
     paths = [save_figure(fig, out / name) for name, fig in result["figures"].items()]

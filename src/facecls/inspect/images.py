@@ -1,5 +1,5 @@
-"""What every `facecls visualize` kind shares: where figures go, which images to show,
-and how a uint8 image becomes a picture and a prediction."""
+"""What every `facecls visualize` kind shares: which images to show, and how a uint8 image
+becomes a picture and a prediction."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from omegaconf import ListConfig
 
+from facecls.config.checks import check_split
+from facecls.data.decode import load_image
 from facecls.errors import UserError
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -23,17 +23,6 @@ class Picked:
     name: str               # file name shown in tables
     tag: str                # short id for file names: test12, or the file's stem
     index: int | None = None  # position in the split, when it came from one
-
-
-def output_dir(cfg, run) -> Path:
-    """``out=DIR`` when given, else the checkpoint's run dir."""
-    return Path(cfg.out).expanduser() if cfg.out else run.run_dir
-
-
-def check_split(name: str) -> str:
-    if name not in SPLITS:
-        raise UserError(f"split={name} is unknown — use one of: {', '.join(SPLITS)}.")
-    return name
 
 
 def _as_index(value) -> int | None:
@@ -50,8 +39,6 @@ def pick_images(spec, run, split_name: str) -> list[Picked]:
     """``image=`` → the images it names: an index into the split, a list of indices, or a file.
 
     A file inside a class folder of the training data keeps that class as its true label."""
-    from facecls.data.decode import load_image
-
     split = run.data.split(check_split(split_name))
     specs = list(spec) if isinstance(spec, (list, tuple, ListConfig)) else [spec]
     picked = []

@@ -1,8 +1,9 @@
 """`facecls visualize <kind> ckpt=PATH`: look inside a trained model.
 
-Kinds (one module each): ``weights`` (first-layer weights as images), ``predictions`` (a
-gallery of correct and false predictions) and ``attribution`` (guided backprop, Grad-CAM,
-integrated gradients). Figures and their numbers go into the run dir or ``out=DIR``.
+Kinds (one module of facecls.inspect each): ``weights`` (first-layer weights as images),
+``predictions`` (a gallery of correct and false predictions) and ``attribution`` (guided
+backprop, Grad-CAM, integrated gradients). Figures and their numbers go into the run dir
+or ``out=DIR``.
 """
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from facecls.errors import UserError, reports_user_errors
 
 # kind → (module, function(cfg, run, out))
 KINDS = {
-    "weights": ("facecls.visualize.weights", "run_weights"),
-    "predictions": ("facecls.visualize.predictions", "run_predictions"),
-    "attribution": ("facecls.visualize.attribution", "run_attribution"),
+    "weights": ("facecls.inspect.weights", "run_weights"),
+    "predictions": ("facecls.inspect.predictions", "run_predictions"),
+    "attribution": ("facecls.inspect.attribution", "run_attribution"),
 }
 
 
@@ -26,9 +27,8 @@ def main(cfg: DictConfig):
     if kind not in KINDS:
         what = f"'{kind}' is not a kind of picture" if kind else "say what to draw"
         raise UserError(f"{what} — use: facecls visualize {'|'.join(KINDS)} ckpt=PATH.")
-    from facecls.loading import load_run
-    from facecls.visualize.common import output_dir
+    from facecls.inspect.loading import load_run
 
     run = load_run(cfg.ckpt, cfg.trainer.device, cfg.data.root, cfg.paths.cache_dir)
     module, function = KINDS[kind]
-    return getattr(importlib.import_module(module), function)(cfg, run, output_dir(cfg, run))
+    return getattr(importlib.import_module(module), function)(cfg, run, run.output_dir(cfg.out))

@@ -1,0 +1,34 @@
+"""`facecls robustness ckpt=PATH`: accuracy of a trained model on changed val/test images
+(report section 1.7); writes robustness.csv and robustness.png."""
+from __future__ import annotations
+
+import logging
+
+from omegaconf import DictConfig
+
+from facecls.errors import UserError, reports_user_errors
+
+log = logging.getLogger(__name__)
+
+
+@reports_user_errors
+def main(cfg: DictConfig) -> list[dict]:
+    from facecls.inspect.loading import load_run
+    from facecls.inspect.robustness import (check_splits, format_rows, plot_robustness, robustness_rows, rows_csv,
+                                            variation_settings)
+    from facecls.io import atomic_write_text
+
+    splits = check_splits(cfg.splits)
+    variations = cfg.get("variation")
+    if not variations:
+        raise UserError("no variation chosen — pick some, e.g. variation=[rotation,gaussian_blur].")
+    variation_settings(variations)  # a broken variation fails here, before the data is loaded
+    run = load_run(cfg.ckpt, cfg.trainer.device, cfg.data.root, cfg.paths.cache_dir)
+    rows = robustness_rows(run, variations, splits, run.eval_settings(cfg.trainer.eval_batch_size), int(cfg.seed))
+    out = run.output_dir(cfg.out)
+    table = atomic_write_text(out / "robustness.csv", rows_csv(rows))
+    png = plot_robustness(rows, splits, out / "robustness.png")
+    for line in format_rows(rows):
+        log.info("%s", line)
+    log.info("→ %s, %s", table, png)
+    return rows

@@ -1,0 +1,27 @@
+"""Names and range checks that several layers share, defined once (torch-free, so the CLI's
+pre-checks and the library raise the same one-line errors)."""
+from __future__ import annotations
+
+from facecls.errors import UserError
+
+SPLITS = ("train", "val", "test")
+MONITORS = ("val_acc", "val_loss")  # what early stopping and the choice of best.pt may follow
+
+
+def check_dropout(p: float, key: str = "reg.dropout.p") -> float:
+    """A dropout probability in [0, 1)."""
+    if isinstance(p, bool) or not 0.0 <= float(p) < 1.0:
+        raise UserError(f"{key}={p} is out of range — use 0 <= p < 1 (e.g. reg.dropout.p=0.5).")
+    return float(p)
+
+
+def check_monitor(monitor: str, key: str = "trainer.monitor") -> str:
+    if monitor not in MONITORS:
+        raise UserError(f"{key}={monitor} — use {' or '.join(MONITORS)}.")
+    return monitor
+
+
+def check_split(name: str, key: str = "split") -> str:
+    if name not in SPLITS:
+        raise UserError(f"{key}={name} is unknown — use one of: {', '.join(SPLITS)}.")
+    return name

@@ -1,0 +1,2 @@
+"""Look inside a trained run: rebuild it from its checkpoint (``loading``), receptive
+fields, robustness to data variations, weight images, prediction galleries, attribution."""

@@ -1,0 +1,132 @@
+"""Checkpoints: one typed definition of what a checkpoint holds, and the writer a run uses.
+
+On disk a checkpoint is plain data only (tensors, numbers, strings, lists, dicts), so it
+loads with ``torch.load(weights_only=True)`` — a checkpoint can never run code on the
+loading machine. :class:`Checkpoint` is the one place its keys are named; every reader
+(eval, resume, inspect, robustness, rf) goes through :func:`load_checkpoint`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pickle
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from facecls.data.decode import Preprocess
+from facecls.errors import UserError
+from facecls.io import atomic_torch_save
+
+log = logging.getLogger(__name__)
+
+FORMAT = "facecls-checkpoint/1"
+
+
+@dataclass
+class Checkpoint:
+    """What best.pt and last.pt hold. Only last.pt carries the resume state (optimizer,
+    scheduler, random states); best.pt is for inference."""
+
+    model: dict                  # the whole model's state_dict
+    config: dict                 # the run's resolved training config
+    classes: list[str]
+    preprocess: dict             # Preprocess as a dict
+    epoch: int                   # the last finished epoch when it was written
+    optimizer: dict | None = None
+    scheduler: dict | None = None
+    early_stopping: dict | None = None
+    history: list[dict] = field(default_factory=list)
+    stop_reason: str | None = None
+    rng: dict | None = None
+
+    @property
+    def resumable(self) -> bool:
+        return bool(self.rng) and self.optimizer is not None
+
+    def preprocessing(self) -> Preprocess:
+        return Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.preprocess.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Checkpoint:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
+    """Write a checkpoint atomically (a crash leaves the previous file intact)."""
+    return atomic_torch_save(checkpoint.to_dict(), path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Load a facecls checkpoint, refusing anything that is not plain data."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"checkpoint '{path}' does not exist — pass ckpt=<run dir>/checkpoints/best.pt.")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UserError(f"'{path}' holds objects other than plain data and was not loaded (safe "
+                        f"loading refuses them: {str(err).splitlines()[0][:120]}) — use a checkpoint "
+                        "written by facecls.") from None
+    except Exception as err:  # any other failure: truncated, not a torch file, wrong format
+        raise UserError(f"'{path}' is not a readable checkpoint ({type(err).__name__}) — pass a "
+                        "checkpoints/best.pt or last.pt written by facecls.") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise UserError(f"'{path}' is not a facecls checkpoint — pass a checkpoints/best.pt or "
+                        "last.pt from a facecls run dir.")
+    return Checkpoint.from_dict(data)
+
+
+class CheckpointWriter:
+    """Writes a run's checkpoints/best.pt and last.pt at the end of an epoch.
+
+    With ``enabled=False`` (debug=fast) nothing is written: the best weights are kept in
+    memory instead, so the test split is still scored with the best epoch's model.
+    """
+
+    def __init__(self, ckpt_dir: Path, *, model: nn.Module, optimizer, scheduler, stopper, config: dict,
+                 classes: list[str], preprocess: Preprocess, enabled: bool = True):
+        self.ckpt_dir, self.enabled = Path(ckpt_dir), enabled
+        self.model, self.optimizer, self.scheduler, self.stopper = model, optimizer, scheduler, stopper
+        self.config, self.classes, self.preprocess = config, list(classes), asdict(preprocess)
+        self._best_in_memory: dict | None = None
+
+    @property
+    def best_path(self) -> Path:
+        return self.ckpt_dir / "best.pt"
+
+    def write(self, kind: str, result) -> None:
+        """``kind`` 'best' or 'last'; ``result`` the FitResult so far (history, rng)."""
+        if not self.enabled:
+            if kind == "best":
+                self._best_in_memory = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            return
+        resumable = kind == "last"
+        checkpoint = Checkpoint(
+            model=self.model.state_dict(), config=self.config, classes=self.classes,
+            preprocess=self.preprocess, epoch=int(result.history[-1]["epoch"]),
+            optimizer=self.optimizer.state_dict() if resumable else None,
+            scheduler=self.scheduler.state_dict() if resumable and self.scheduler is not None else None,
+            early_stopping=self.stopper.state_dict(), history=result.history,
+            stop_reason=result.stop_reason, rng=result.rng if resumable else None)
+        path = self.ckpt_dir / f"{kind}.pt"
+        try:
+            save_checkpoint(path, checkpoint)
+        except OSError as err:
+            raise UserError(f"could not write {path}: {err.strerror or err} — free some disk space "
+                            "(or fix permissions) and resume; the previous checkpoint is intact.") from None
+
+    def best_weights(self, device: torch.device) -> dict | None:
+        """The best epoch's state_dict (from memory or best.pt), None when no epoch finished."""
+        if self._best_in_memory is not None:
+            return self._best_in_memory
+        if self.best_path.is_file():
+            return load_checkpoint(self.best_path, map_location=device).model
+        return None

@@ -1,0 +1,37 @@
+"""Restore an interrupted run from its checkpoints/last.pt (the arguments are rewritten
+before Hydra composes, see facecls.config.resume_args)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from facecls.errors import UserError
+from facecls.models.base import restore_model
+from facecls.training.checkpoint import Checkpoint, load_checkpoint
+from facecls.training.engine import ResumePoint
+
+log = logging.getLogger(__name__)
+
+
+def load_resume_checkpoint(run_dir: Path) -> Checkpoint | None:
+    """checkpoints/last.pt of ``run_dir``, or None to start from scratch."""
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        log.info("No checkpoints/last.pt in %s yet: starting from epoch 1.", run_dir)
+        return None
+    ckpt = load_checkpoint(last)
+    if not ckpt.resumable:
+        raise UserError(f"{last} has no resume state — it was not written by facecls train; start a new run.")
+    log.info("Resuming from %s (epoch %d finished).", last, ckpt.epoch)
+    return ckpt
+
+
+def restore_training_state(ckpt: Checkpoint, model, optimizer, scheduler, stopper) -> ResumePoint:
+    """Put weights, optimizer, scheduler and early-stopping counter back; return where
+    ``fit`` continues (epoch, history, random states)."""
+    restore_model(model, ckpt.model, source="checkpoints/last.pt")
+    optimizer.load_state_dict(ckpt.optimizer)
+    if scheduler is not None and ckpt.scheduler:
+        scheduler.load_state_dict(ckpt.scheduler)
+    stopper.load_state_dict(ckpt.early_stopping)
+    return ResumePoint(epoch=ckpt.epoch, history=list(ckpt.history), rng=ckpt.rng)

@@ -1,0 +1,152 @@
+"""One run assembly: ``build_run(cfg)`` turns a train config into a :class:`TrainingRun`
+(data, model, what trains, optimizer, scheduler, stopper, loop settings, checkpoints);
+``run_training`` fits it and writes the run's results. ``facecls train`` and the
+benchmarks (scripts/bench*.py) both go through here, so the benchmark measures what users run.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from facecls.data.batches import BatchPreparer, build_transform
+from facecls.data.dataset import DataBundle, build_data
+from facecls.data.features import FeatureCache
+from facecls.errors import RunStopped, instantiate
+from facecls.models import build_model, preprocess_for
+from facecls.models.base import FaceModel
+from facecls.training.checkpoint import CheckpointWriter
+from facecls.training.distributed import DistContext
+from facecls.training.engine import EarlyStopping, FitResult, LoopSettings, ResumePoint, fit
+from facecls.training.interrupt import GracefulStop
+from facecls.training.outputs import RunRecorder, finish_run
+from facecls.training.resume import load_resume_checkpoint, restore_training_state
+from facecls.training.runtime import (amp_flag, compile_model, configure_threads, progress_flag, seed_everything,
+                                      select_device)
+
+log = logging.getLogger(__name__)
+
+
+def loop_settings(cfg: DictConfig, device: torch.device) -> LoopSettings:
+    t = cfg.trainer
+    return LoopSettings(device=device, max_epochs=t.max_epochs, batch_size=t.batch_size,
+                        eval_batch_size=t.eval_batch_size, amp=amp_flag(t.amp, device),
+                        grad_clip=t.grad_clip, label_smoothing=t.label_smoothing,
+                        progress=progress_flag(t.progress), seed=cfg.seed,
+                        limit_batches=t.get("limit_batches"))
+
+
+@dataclass
+class TrainingRun:
+    """Everything one training run needs, assembled from its config."""
+
+    model: FaceModel           # the whole model: checkpoints save it, the test split scores it
+    trained: torch.nn.Module   # what the optimizer's steps run through (see build_run)
+    data: DataBundle           # what `trained` sees: images, or a frozen backbone's features
+    prepare: BatchPreparer
+    optimizer: torch.optim.Optimizer
+    scheduler: object | None
+    stopper: EarlyStopping
+    settings: LoopSettings
+    checkpoints: CheckpointWriter
+    dist: DistContext
+    resume: ResumePoint | None = None
+    data_seconds: float = 0.0      # scan + decode (or the decode cache)
+    features_seconds: float = 0.0  # a frozen backbone's features (or their cache)
+
+    def fit(self, run_dir: Path, stop: GracefulStop | None = None) -> FitResult:
+        """Train (DDP-wrapped when several processes train), reporting each epoch to run_dir."""
+        return fit(self.dist.wrap(self.trained, self.settings.seed), self.data, self.prepare, self.optimizer,
+                   self.scheduler, self.stopper, self.settings, RunRecorder(run_dir, self.checkpoints),
+                   stop=stop, resume=self.resume)
+
+
+def build_run(cfg: DictConfig, run_dir: Path, dist: DistContext | None = None) -> TrainingRun:
+    """Assemble the run ``cfg`` describes, writing into ``run_dir``.
+
+    Args:
+        cfg: a composed `train` config (conf/train.yaml).
+        run_dir: the run dir; checkpoints go to run_dir/checkpoints, resume reads last.pt there.
+        dist: this process's place in a DDP group (facecls.training.distributed); None for one process.
+    """
+    dist = dist or DistContext(device=select_device(cfg.trainer.device))
+    device = dist.device
+    configure_threads(cfg.trainer.num_threads)
+    seed_everything(cfg.seed, cfg.trainer.deterministic)
+    settings = dist.adapt(loop_settings(cfg, device))
+
+    started = time.perf_counter()
+    prep = preprocess_for(cfg.model)
+    with dist.main_first():  # DDP: rank 0 fills the disk caches, the others read them
+        data = build_data(cfg.data, prep, cfg.paths.cache_dir, settings.progress)
+    data_seconds = time.perf_counter() - started
+    model = build_model(cfg.model, num_classes=len(data.classes)).to(device)
+    channels_last = bool(cfg.trainer.channels_last)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    augment = build_transform(cfg.aug.get("transforms"))
+    prepare = BatchPreparer(prep, device, augment, channels_last)
+    if cfg.trainer.get("overfit_batches"):
+        # Sanity check (debug=overfit): a few fixed batches, also used as the validation set.
+        data = data.with_train_subset(cfg.trainer.overfit_batches * cfg.trainer.batch_size)
+
+    started = time.perf_counter()
+    view = model.training_view(data, prepare, FeatureCache(cfg.paths.cache_dir, settings.eval),
+                               augmented=augment is not None)
+    features_seconds = time.perf_counter() - started
+    # What trains = the model's training view (the model itself, or its head on cached
+    # features), compiled when asked; fit wraps it in DDP. All share the model's parameters.
+    trained = compile_model(view.module, cfg.trainer.get("compile", False))
+
+    # _convert_: param groups reach the optimizer as plain dicts (not DictConfig)
+    optimizer = instantiate(cfg.optim, params=model.param_groups(cfg.optim.lr), _convert_="partial")
+    scheduler = instantiate(cfg.sched, optimizer=optimizer) if cfg.sched else None
+    es = cfg.reg.get("early_stopping") if cfg.get("reg") else None
+    stopper = EarlyStopping(monitor=cfg.trainer.monitor, patience=es.patience if es else None,
+                            min_delta=es.min_delta if es else 0.0)
+    checkpoints = CheckpointWriter(run_dir / "checkpoints", model=model, optimizer=optimizer, scheduler=scheduler,
+                                   stopper=stopper, config=OmegaConf.to_container(cfg, resolve=True),
+                                   classes=data.classes, preprocess=prep,
+                                   enabled=bool(cfg.trainer.get("checkpoints", True)))
+    resume = None
+    if cfg.get("resume") and (last := load_resume_checkpoint(run_dir)) is not None:
+        resume = restore_training_state(last, model, optimizer, scheduler, stopper)
+    return TrainingRun(model, trained, view.data, view.prepare, optimizer, scheduler, stopper, settings,
+                       checkpoints, dist, resume, data_seconds, features_seconds)
+
+
+def run_training(cfg: DictConfig, run_dir: Path, dist: DistContext | None = None) -> dict:
+    """Train one configuration into ``run_dir``; return its metrics (empty on DDP ranks > 0)."""
+    started = time.perf_counter()
+    run = build_run(cfg, run_dir, dist)
+    model = run.model
+    n_params = sum(p.numel() for p in model.parameters())
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("Model %s: %s parameters (%s trainable) on %s", type(model).__name__,
+             f"{n_params:,}", f"{n_trainable:,}", run.settings.device)
+    with GracefulStop() as stop:
+        result = run.fit(run_dir, stop)
+    if not run.dist.is_main:
+        return {}  # DDP: rank 0 scores the test split and writes the results
+    metrics = finish_run(run_dir, model, run.trained, run.data, run.prepare, run.settings.eval, result,
+                         run.checkpoints.best_weights(run.settings.device),
+                         extra={"num_params": n_params, "trainable_params": n_trainable,
+                                "device": str(run.settings.device), "wall_seconds": time.perf_counter() - started})
+    stopped_early(result, metrics, run_dir, cfg.optim.lr)
+    return metrics
+
+
+def stopped_early(result: FitResult, metrics: dict, run_dir: Path, lr: float) -> None:
+    """Raise RunStopped (one line, non-zero exit) for a run that did not end normally."""
+    value = metrics["best_val_acc"] or 0.0  # what a sweeper gets for this run
+    if result.stop_reason == "interrupted":
+        raise RunStopped(f"interrupted after {len(result.history)} finished epoch(s); run files are in "
+                         f"{run_dir} — continue with: facecls train resume={run_dir}", exit_code=130, value=value)
+    if result.stop_reason == "diverged":
+        raise RunStopped(f"training diverged (non-finite loss) in epoch {len(result.history) + 1}; best "
+                         f"checkpoint kept in {run_dir} — try a lower optim.lr (now {lr:g}) or "
+                         "trainer.grad_clip=1.0.", exit_code=3, value=value)
