@@ -40,10 +40,11 @@ from pathlib import Path
 import torch
 import torchvision
 
-import bench_measure as m
-from bench_report import print_report, targets
 from facecls.data.synthetic import write_dataset
 from facecls.io import atomic_write_json
+
+import bench_measure as m
+from bench_report import print_report, targets
 
 MODELS = ("convnet", "mlp", "alexnet_feature")
 # threads=1: tiny ops on a busy machine lose more to thread hand-offs than they gain

@@ -62,7 +62,8 @@ def print_report(report: dict) -> None:
     for name, e in report["models"].items():
         print(f"  {name}: {e['train_flops_per_image'] / 1e6:.1f} MFLOP/train image; MFU compute-only "
               f"{e['mfu_compute_only']:.1%}; naive img/s by workers {e['naive']['images_per_second_by_workers']}")
-        for key, head in (("cache", "default head"), ("cache_small_head", f"head [{report['settings']['small_head']}]")):
+        small_head = f"head [{report['settings']['small_head']}]"
+        for key, head in (("cache", "default head"), ("cache_small_head", small_head)):
             if key in e:
                 c = e[key]
                 print(f"  {name}, {head}: epoch on cached features {c['cached']['images_per_second']:.1f} img/s vs "

@@ -112,7 +112,7 @@ def reports_user_errors(task: Callable[..., Any] | None = None, *, failure_value
             try:
                 return task(*args, **kwargs)
             except Exception as err:
-                raise as_user_error(err) or err
+                raise (as_user_error(err) or err) from None
         except UserError as err:
             if in_multirun():
                 log.error("facecls: error: %s", one_line(str(err)))

@@ -22,9 +22,10 @@ def plot_curves(history: list[dict], best_epoch: int, path: Path, title: str = "
     """Accuracy history and loss history, train vs val, best epoch marked."""
     epochs = [r["epoch"] for r in history]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    marker = "." if len(epochs) < 30 else None
     for ax, metric, name in ((axes[0], "acc", "Accuracy"), (axes[1], "loss", "Loss")):
-        ax.plot(epochs, [r[f"train_{metric}"] for r in history], label="train", marker="." if len(epochs) < 30 else None)
-        ax.plot(epochs, [r[f"val_{metric}"] for r in history], label="validation", marker="." if len(epochs) < 30 else None)
+        ax.plot(epochs, [r[f"train_{metric}"] for r in history], label="train", marker=marker)
+        ax.plot(epochs, [r[f"val_{metric}"] for r in history], label="validation", marker=marker)
         if best_epoch:
             ax.axvline(best_epoch, color="gray", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
         ax.set_xlabel("epoch")

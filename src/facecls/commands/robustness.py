@@ -14,8 +14,14 @@ log = logging.getLogger(__name__)
 @reports_user_errors
 def main(cfg: DictConfig) -> list[dict]:
     from facecls.inspect.loading import load_run
-    from facecls.inspect.robustness import (check_splits, format_rows, plot_robustness, robustness_rows, rows_csv,
-                                            variation_settings)
+    from facecls.inspect.robustness import (
+        check_splits,
+        format_rows,
+        plot_robustness,
+        robustness_rows,
+        rows_csv,
+        variation_settings,
+    )
     from facecls.io import atomic_write_text
 
     splits = check_splits(cfg.splits)

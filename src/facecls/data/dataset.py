@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from facecls.config.checks import SPLITS
 from facecls.data import leakage
 from facecls.data.decode import Preprocess, decode_images
 from facecls.data.mapped import budget_bytes
-from facecls.config.checks import SPLITS
 from facecls.data.sources import ImageList
 from facecls.data.split import assign_splits
 from facecls.errors import UserError, instantiate

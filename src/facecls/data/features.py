@@ -26,9 +26,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from facecls.config.checks import SPLITS
 from facecls.data.batches import iterate_batches
 from facecls.data.dataset import DataBundle, Split
-from facecls.config.checks import SPLITS
 from facecls.io import atomic_torch_save
 
 log = logging.getLogger(__name__)

@@ -86,11 +86,11 @@ def make_identities(num_classes: int, seed: int) -> list[Identity]:
         # One generator per identity: adding classes never changes earlier ones.
         rng = np.random.default_rng([seed, 0, idx])
 
-        def pick(options: list):
+        def pick(options: list, rng=rng):
             return options[int(rng.integers(len(options)))]
 
         # Continuous traits are quantised to a few levels so that they can coincide too.
-        def level(lo: float, hi: float, steps: int = 3) -> float:
+        def level(lo: float, hi: float, steps: int = 3, rng=rng) -> float:
             return round(float(np.linspace(lo, hi, steps)[rng.integers(steps)]), 3)
 
         identities.append(Identity(
@@ -145,7 +145,8 @@ def render_face(identity: Identity, rng: np.random.Generator, image_size: int) -
     arr = np.asarray(img, dtype=np.float32)
     xs = np.linspace(-0.5, 0.5, image_size, dtype=np.float32)
     theta = rng.uniform(0, 2 * np.pi)
-    ramp = (1.0 + rng.uniform(0.0, 0.7) * (np.cos(theta) * xs[None, :] + np.sin(theta) * xs[:, None])).astype(np.float32)
+    gradient = np.cos(theta) * xs[None, :] + np.sin(theta) * xs[:, None]
+    ramp = (1.0 + rng.uniform(0.0, 0.7) * gradient).astype(np.float32)
     contrast, bright = rng.uniform(0.65, 1.2), rng.uniform(-30, 30)
     cast = rng.uniform(0.88, 1.12, 3).astype(np.float32)
     arr = ((arr - 128.0) * np.float32(contrast) + np.float32(128.0 + bright)) * ramp[..., None] * cast

@@ -246,7 +246,8 @@ def run_attribution(cfg, run, out) -> dict:
     spec = cfg.image if cfg.image is not None else default_image(run, split_name)
     picked = pick_images(spec, run, split_name)
     if len(picked) != 1:
-        raise UserError(f"image={list(spec)} names {len(picked)} images — attribution explains one: image=INDEX or PATH.")
+        raise UserError(f"image={list(spec)} names {len(picked)} images — attribution explains one: "
+                        "image=INDEX or PATH.")
     image = picked[0]
     predicted, confidence = predict(run.model, run.prepare, image.pixels[None])
     predicted, confidence = int(predicted[0]), float(confidence[0])

@@ -59,7 +59,8 @@ def pick_images(spec, run, split_name: str) -> list[Picked]:
         try:
             pixels = load_image(path, run.data.preprocess)
         except Exception as err:
-            raise UserError(f"cannot read the image '{path}' ({type(err).__name__}) — give a JPEG or PNG file.") from None
+            raise UserError(f"cannot read the image '{path}' ({type(err).__name__}) — give a JPEG or "
+                            "PNG file.") from None
         classes = run.classes
         label = classes.index(path.parent.name) if path.parent.name in classes else None
         picked.append(Picked(pixels, label, path.name, path.stem))

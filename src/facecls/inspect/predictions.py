@@ -80,10 +80,12 @@ def prediction_gallery(run, split_name: str, count: int, seed: int, image=None, 
 
 
 def rows_csv(rows, classes: list[str]) -> str:
-    return csv_text(CSV_COLUMNS, (
-        [heading, "" if e["index"] is None else e["index"], e["file"], class_name(classes, e["true"]),
-         classes[e["predicted"]], f"{e['confidence']:.6f}", "" if e["true"] is None else int(e["true"] == e["predicted"])]
-        for heading, entries in rows for e in entries))
+    def cells(heading: str, e: dict) -> list:
+        correct = "" if e["true"] is None else int(e["true"] == e["predicted"])
+        return [heading, "" if e["index"] is None else e["index"], e["file"], class_name(classes, e["true"]),
+                classes[e["predicted"]], f"{e['confidence']:.6f}", correct]
+
+    return csv_text(CSV_COLUMNS, (cells(heading, e) for heading, entries in rows for e in entries))
 
 
 def run_predictions(cfg, run, out) -> dict:

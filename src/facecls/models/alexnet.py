@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from torchvision.models import AlexNet_Weights, alexnet
 
-from facecls.errors import UserError
 from facecls.config.checks import check_dropout
+from facecls.errors import UserError
 from facecls.models.base import FaceModel, TrainingView
 from facecls.models.pretrained import load_pretrained, weights_preprocess
 

@@ -11,8 +11,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from facecls.errors import UserError
 from facecls.config.checks import check_dropout
+from facecls.errors import UserError
 from facecls.models.base import FaceModel
 
 

@@ -5,7 +5,7 @@ only when the study ends. facecls hands the sweeper this storage instead of a pl
 in-memory one (conf/hparams_search/*.yaml: ``hydra.sweeper.storage._target_``), so every
 trial is also written to ``optuna_trials.csv`` the moment it finishes — one row per trial
 with its state, objective value and parameters. In-memory on purpose: the sweeper's SQL
-storage fails under SQLAlchemy 2 (see DESIGN.md).
+storage fails under SQLAlchemy 2 (sqlite storage of optuna 2.x).
 """
 from __future__ import annotations
 

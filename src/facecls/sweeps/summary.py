@@ -20,8 +20,19 @@ from facecls.errors import UserError
 from facecls.io import atomic_write_text
 from facecls.sweeps.figures import plot_curves_overlay, plot_summary
 from facecls.sweeps.runs import read_runs
-from facecls.sweeps.table import (SORT_KEYS, Summary, configuration_table, group_rows, markdown_table,
-                                  run_rows, runs_table, shown, summarize_runs, text_table, to_csv)
+from facecls.sweeps.table import (
+    SORT_KEYS,
+    Summary,
+    configuration_table,
+    group_rows,
+    markdown_table,
+    run_rows,
+    runs_table,
+    shown,
+    summarize_runs,
+    text_table,
+    to_csv,
+)
 
 OPTUNA_RESULTS = "optimization_results.yaml"  # written by hydra-optuna-sweeper at the end
 OPTUNA_TRIALS = "optuna_trials.csv"           # written by facecls while the study runs

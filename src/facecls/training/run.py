@@ -25,8 +25,14 @@ from facecls.training.engine import EarlyStopping, FitResult, LoopSettings, Resu
 from facecls.training.interrupt import GracefulStop
 from facecls.training.outputs import RunRecorder, finish_run
 from facecls.training.resume import load_resume_checkpoint, restore_training_state
-from facecls.training.runtime import (amp_flag, compile_model, configure_threads, progress_flag, seed_everything,
-                                      select_device)
+from facecls.training.runtime import (
+    amp_flag,
+    compile_model,
+    configure_threads,
+    progress_flag,
+    seed_everything,
+    select_device,
+)
 
 log = logging.getLogger(__name__)
 
