@@ -55,3 +55,26 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     writer.writerow(header)
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+def safe_torch_load(path: str | os.PathLike, *, what: str, allowed: str, fix: str, **kwargs: Any) -> Any:
+    """``torch.load(weights_only=True)``: a file can never run code here. Every failure is one
+    UserError naming the file — objects safe loading refuses ('holds objects other than
+    ``allowed``'), or a file that is not readable as a ``what`` — followed by ``fix``."""
+    import pickle
+
+    import torch
+
+    from facecls.errors import UserError
+
+    try:
+        return torch.load(path, weights_only=True, **kwargs)
+    except pickle.UnpicklingError as err:
+        # A real pickle with objects safe loading refuses (torch words it "Unsupported global"
+        # or "unsupported GLOBAL", by version); anything else is not a torch.save file at all.
+        if "unsupported global" in str(err).lower():
+            raise UserError(f"'{path}' holds objects other than {allowed} and was not loaded (safe loading "
+                            f"refuses them) — {fix}") from None
+        raise UserError(f"'{path}' is not a readable {what} (not a torch.save file) — {fix}") from None
+    except Exception as err:  # truncated, not a zip, wrong format, unreadable
+        raise UserError(f"'{path}' is not a readable {what} ({type(err).__name__}) — {fix}") from None

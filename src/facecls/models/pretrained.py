@@ -15,9 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 import socket
-import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -26,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from facecls.data.decode import Preprocess
 from facecls.errors import UserError
+from facecls.io import safe_torch_load
 from facecls.models.base import restore_model
 
 log = logging.getLogger(__name__)
@@ -53,17 +52,8 @@ def read_state_dict(path: str | os.PathLike, option: str = "model.weights_path")
     if not path.is_file():
         raise UserError(f"{option}='{path}' does not exist — pass the path of a torchvision "
                         "state_dict file (.pth).")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "Unsupported global" in str(err):  # a real pickle, with objects safe loading refuses
-            raise UserError(f"'{path}' holds objects other than tensors and was not loaded (safe "
-                            "loading refuses them) — save the weights with torch.save(model.state_dict()).") from None
-        raise UserError(f"'{path}' is not a readable weights file (not a torch.save file) — pass a "
-                        "state_dict saved with torch.save(model.state_dict(), FILE).") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise UserError(f"'{path}' is not a readable weights file ({type(err).__name__}) — pass a "
-                        "state_dict saved with torch.save(model.state_dict(), FILE).") from None
+    state = safe_torch_load(path, what="weights file", allowed="tensors", map_location="cpu",
+                            fix="pass a state_dict saved with torch.save(model.state_dict(), FILE).")
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"'{path}' does not hold a state_dict (a dict of tensors) — save one with "
                         "torch.save(model.state_dict(), FILE).")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from torch import nn
 
 from facecls.data.decode import Preprocess
 from facecls.errors import UserError
-from facecls.io import atomic_torch_save
+from facecls.io import atomic_torch_save, safe_torch_load
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +68,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"checkpoint '{path}' does not exist — pass ckpt=<run dir>/checkpoints/best.pt.")
-    try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise UserError(f"'{path}' holds objects other than plain data and was not loaded (safe "
-                        f"loading refuses them: {str(err).splitlines()[0][:120]}) — use a checkpoint "
-                        "written by facecls.") from None
-    except Exception as err:  # any other failure: truncated, not a torch file, wrong format
-        raise UserError(f"'{path}' is not a readable checkpoint ({type(err).__name__}) — pass a "
-                        "checkpoints/best.pt or last.pt written by facecls.") from None
+    data = safe_torch_load(path, what="checkpoint", allowed="plain data",
+                           fix="pass a checkpoints/best.pt or last.pt written by facecls.", map_location=map_location)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UserError(f"'{path}' is not a facecls checkpoint — pass a checkpoints/best.pt or "
                         "last.pt from a facecls run dir.")

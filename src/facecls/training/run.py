@@ -103,7 +103,7 @@ def build_run(cfg: DictConfig, run_dir: Path, dist: DistContext | None = None) -
     started = time.perf_counter()
     view = model.training_view(data, prepare, FeatureCache(cfg.paths.cache_dir, settings.eval),
                                augmented=augment is not None)
-    features_seconds = time.perf_counter() - started
+    features_seconds = time.perf_counter() - started if view.data is not data else 0.0
     # What trains = the model's training view (the model itself, or its head on cached
     # features), compiled when asked; fit wraps it in DDP. All share the model's parameters.
     trained = compile_model(view.module, cfg.trainer.get("compile", False))
