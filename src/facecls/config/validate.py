@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from facecls.config.checks import SPLITS, check_dropout, check_monitor
 from facecls.errors import UserError
 
 
@@ -29,7 +30,7 @@ def validate_train_config(cfg: DictConfig) -> None:
     t = cfg.trainer
     split = cfg.data.get("split")
     if split is not None:  # before any image is read: a typo should fail in a second
-        check_ratios(*(_number(cfg, f"data.split.{k}") for k in ("train", "val", "test")))
+        check_ratios(*(_number(cfg, f"data.split.{k}") for k in SPLITS))
     for key in ("batch_size", "eval_batch_size", "max_epochs"):
         value = _number(cfg, f"trainer.{key}")
         _require(isinstance(value, int) and value >= 1,
@@ -40,18 +41,16 @@ def validate_train_config(cfg: DictConfig) -> None:
     _require(wd >= 0, f"weight decay {wd} is invalid — it must be >= 0 (reg.weight_decay.value).")
     reg = cfg.get("reg") or {}
     if "dropout" in reg:
-        p = _number(cfg, "reg.dropout.p")
-        _require(0 <= p < 1, f"reg.dropout.p={p} is out of range — use 0 <= p < 1 (e.g. reg.dropout.p=0.5).")
+        check_dropout(_number(cfg, "reg.dropout.p"))
     if "early_stopping" in reg:
         es = reg.early_stopping
         patience = _number(cfg, "reg.early_stopping.patience")
         _require(isinstance(patience, int) and patience >= 1,
                  f"reg.early_stopping.patience={patience} is invalid — use a whole number >= 1.")
-        _require(es.monitor in ("val_acc", "val_loss"),
-                 f"reg.early_stopping.monitor={es.monitor} — use val_acc or val_loss.")
+        check_monitor(es.monitor, "reg.early_stopping.monitor")
         _require(_number(cfg, "reg.early_stopping.min_delta") >= 0,
                  "reg.early_stopping.min_delta must be >= 0.")
-    _require(t.monitor in ("val_acc", "val_loss"), f"trainer.monitor={t.monitor} — use val_acc or val_loss.")
+    check_monitor(t.monitor)
     ls = _number(cfg, "trainer.label_smoothing")
     _require(0 <= ls < 1, f"trainer.label_smoothing={ls} is out of range — use 0 <= value < 1.")
     if t.grad_clip is not None:

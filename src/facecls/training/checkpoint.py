@@ -7,8 +7,10 @@ loading machine. :class:`Checkpoint` is the one place its keys are named; every 
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,11 +78,27 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return Checkpoint.from_dict(data)
 
 
-class CheckpointWriter:
-    """Writes a run's checkpoints/best.pt and last.pt at the end of an epoch.
+def cpu_copy(value: Any) -> Any:
+    """A snapshot of (nested dicts/lists of) tensors in CPU memory, so training can go on
+    changing the originals while the snapshot is written."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: cpu_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(cpu_copy(v) for v in value)
+    return value
 
-    With ``enabled=False`` (debug=fast) nothing is written: the best weights are kept in
-    memory instead, so the test split is still scored with the best epoch's model.
+
+class CheckpointWriter:
+    """Writes a run's checkpoints/best.pt and last.pt at the end of an epoch, off the
+    training thread: the state is copied to CPU memory at once (so it is exactly the state
+    at the epoch end) and written and renamed atomically in the background while the next
+    epoch runs. At most one write of each kind is in flight; :meth:`wait` finishes them
+    (the run calls it before it scores the test split, and on every way out).
+
+    With ``enabled=False`` (debug=fast) nothing is written: the best weights are only kept
+    in memory, so the test split is still scored with the best epoch's model.
     """
 
     def __init__(self, ckpt_dir: Path, *, model: nn.Module, optimizer, scheduler, stopper, config: dict,
@@ -88,7 +106,9 @@ class CheckpointWriter:
         self.ckpt_dir, self.enabled = Path(ckpt_dir), enabled
         self.model, self.optimizer, self.scheduler, self.stopper = model, optimizer, scheduler, stopper
         self.config, self.classes, self.preprocess = config, list(classes), asdict(preprocess)
-        self._best_in_memory: dict | None = None
+        self._best_state: dict | None = None  # the best epoch's weights, in CPU memory
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint") if enabled else None
+        self._pending: dict[str, tuple[Path, Future]] = {}
 
     @property
     def best_path(self) -> Path:
@@ -96,29 +116,52 @@ class CheckpointWriter:
 
     def write(self, kind: str, result) -> None:
         """``kind`` 'best' or 'last'; ``result`` the FitResult so far (history, rng)."""
+        weights = cpu_copy(self.model.state_dict())
+        if kind == "best":
+            self._best_state = weights
         if not self.enabled:
-            if kind == "best":
-                self._best_in_memory = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             return
-        resumable = kind == "last"
+        resumable = kind == "last"  # only last.pt carries what resuming needs
         checkpoint = Checkpoint(
-            model=self.model.state_dict(), config=self.config, classes=self.classes,
+            model=weights, config=self.config, classes=self.classes,
             preprocess=self.preprocess, epoch=int(result.history[-1]["epoch"]),
-            optimizer=self.optimizer.state_dict() if resumable else None,
-            scheduler=self.scheduler.state_dict() if resumable and self.scheduler is not None else None,
-            early_stopping=self.stopper.state_dict(), history=result.history,
+            optimizer=cpu_copy(self.optimizer.state_dict()) if resumable else None,
+            scheduler=copy.deepcopy(self.scheduler.state_dict()) if resumable and self.scheduler is not None else None,
+            early_stopping=dict(self.stopper.state_dict()), history=list(result.history),
             stop_reason=result.stop_reason, rng=result.rng if resumable else None)
+        if kind in self._pending:
+            self._finish(*self._pending.pop(kind))
         path = self.ckpt_dir / f"{kind}.pt"
+        self._pending[kind] = (path, self._pool.submit(save_checkpoint, path, checkpoint))
+
+    def wait(self) -> None:
+        """Block until every checkpoint handed over so far is on disk (a failed write → UserError)."""
+        pending, self._pending = list(self._pending.values()), {}
+        for path, future in pending:
+            self._finish(path, future)
+
+    def close(self) -> None:
+        """:meth:`wait`, then let the writer thread go."""
         try:
-            save_checkpoint(path, checkpoint)
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+
+    @staticmethod
+    def _finish(path: Path, future: Future) -> None:
+        try:
+            future.result()
         except OSError as err:
             raise UserError(f"could not write {path}: {err.strerror or err} — free some disk space "
                             "(or fix permissions) and resume; the previous checkpoint is intact.") from None
 
     def best_weights(self, device: torch.device) -> dict | None:
-        """The best epoch's state_dict (from memory or best.pt), None when no epoch finished."""
-        if self._best_in_memory is not None:
-            return self._best_in_memory
+        """The best epoch's state_dict (from memory, or best.pt of a resumed run), None when
+        no epoch finished. Waits for the writes in flight."""
+        self.wait()
+        if self._best_state is not None:
+            return self._best_state
         if self.best_path.is_file():
             return load_checkpoint(self.best_path, map_location=device).model
         return None

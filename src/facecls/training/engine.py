@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from facecls.config.checks import MONITORS
 from facecls.data.batches import iterate_batches
 from facecls.errors import UserError
 from facecls.training.distributed import SINGLE, DistContext
@@ -24,7 +25,7 @@ from facecls.training.runtime import autocast, capture_rng, restore_rng
 
 log = logging.getLogger(__name__)
 
-MONITORS = ("val_acc", "val_loss")  # what early stopping and best.pt may follow
+FINITE_CHECK_STEPS = 25  # on a GPU: steps between two looks for a non-finite loss
 
 
 class EarlyStopping:
@@ -34,7 +35,7 @@ class EarlyStopping:
 
     def __init__(self, monitor: str = "val_acc", patience: int | None = None, min_delta: float = 0.0):
         if monitor not in MONITORS:
-            raise UserError(f"unknown monitor '{monitor}' — use val_acc or val_loss.")
+            raise UserError(f"unknown monitor '{monitor}' — use {' or '.join(MONITORS)}.")
         self.monitor, self.patience, self.min_delta = monitor, patience, float(min_delta)
         self.sign = 1.0 if monitor == "val_acc" else -1.0  # higher val_acc / lower val_loss is better
         self.best: float | None = None
@@ -191,9 +192,15 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
                   initial=start_epoch - 1, total=settings.max_epochs)
     net.train()
     started = time.perf_counter()
+    # A non-finite loss is looked for before each step on the CPU (free there); on a GPU that
+    # look is a host-device sync, so it checks the epoch's running loss sum every few steps.
+    check_every = 1 if settings.device.type == "cpu" else FINITE_CHECK_STEPS
     for epoch in epochs:
         t0 = time.perf_counter()
-        seen, loss_sum, correct = 0, 0.0, 0
+        # Sums stay on the device and are read once per epoch: no host-device sync per step.
+        seen = 0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=settings.device)
+        correct = torch.zeros((), dtype=torch.int64, device=settings.device)
         batches = tqdm(iterate_batches(data.train, settings.batch_size, shuffle=True, generator=order,
                                       rank=settings.dist.rank, world_size=settings.dist.world_size),
                        total=n_batches, desc=f"epoch {epoch}", leave=False, unit="batch", disable=epochs.disable)
@@ -204,7 +211,7 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
             with settings.autocast():
                 logits = net(x)
                 loss = criterion(logits.float(), y)
-            if settings.dist.any(not torch.isfinite(loss)):  # DDP: every rank stops on the same step
+            if check_every == 1 and settings.dist.any(not torch.isfinite(loss)):  # DDP: all ranks stop together
                 result.stop_reason = "diverged"
                 break
             optimizer.zero_grad(set_to_none=True)
@@ -216,11 +223,18 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
             scaler.update()
             n = len(y)
             seen += n
-            loss_sum += loss.item() * n
-            correct += (logits.argmax(1) == y).sum().item()
+            loss_sum += loss.detach().double() * n
+            correct += (logits.argmax(1) == y).sum()
+            if check_every > 1 and (step + 1) % check_every == 0 and \
+                    settings.dist.any(not torch.isfinite(loss_sum)):
+                result.stop_reason = "diverged"
+                break
             if stop is not None and settings.dist.any(stop.requested):
                 result.stop_reason = "interrupted"
                 break
+        if result.stop_reason not in ("interrupted", "diverged") and check_every > 1 and \
+                settings.dist.any(not torch.isfinite(loss_sum)):
+            result.stop_reason = "diverged"
         if result.stop_reason == "interrupted":
             log.warning("%s received during epoch %d: stopping; the unfinished epoch is dropped.",
                         stop.requested, epoch)
@@ -230,7 +244,7 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
                       "try a lower optim.lr (now %g) or trainer.grad_clip=1.0.", epoch,
                       optimizer.param_groups[0]["lr"])
             break
-        seen, loss_sum, correct = settings.dist.sum(seen, loss_sum, correct)
+        seen, loss_sum, correct = settings.dist.sum(seen, loss_sum.item(), correct.item())
         val = evaluate(net, data.val, prepare, settings.eval)
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:

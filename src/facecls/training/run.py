@@ -65,10 +65,14 @@ class TrainingRun:
     features_seconds: float = 0.0  # a frozen backbone's features (or their cache)
 
     def fit(self, run_dir: Path, stop: GracefulStop | None = None) -> FitResult:
-        """Train (DDP-wrapped when several processes train), reporting each epoch to run_dir."""
-        return fit(self.dist.wrap(self.trained, self.settings.seed), self.data, self.prepare, self.optimizer,
-                   self.scheduler, self.stopper, self.settings, RunRecorder(run_dir, self.checkpoints),
-                   stop=stop, resume=self.resume)
+        """Train (DDP-wrapped when several processes train), reporting each epoch to run_dir;
+        returns when the last checkpoint is on disk (on every way out)."""
+        try:
+            return fit(self.dist.wrap(self.trained, self.settings.seed), self.data, self.prepare, self.optimizer,
+                       self.scheduler, self.stopper, self.settings, RunRecorder(run_dir, self.checkpoints),
+                       stop=stop, resume=self.resume)
+        finally:
+            self.checkpoints.wait()
 
 
 def build_run(cfg: DictConfig, run_dir: Path, dist: DistContext | None = None) -> TrainingRun:
@@ -135,7 +139,10 @@ def run_training(cfg: DictConfig, run_dir: Path, dist: DistContext | None = None
     log.info("Model %s: %s parameters (%s trainable) on %s", type(model).__name__,
              f"{n_params:,}", f"{n_trainable:,}", run.settings.device)
     with GracefulStop() as stop:
-        result = run.fit(run_dir, stop)
+        try:
+            result = run.fit(run_dir, stop)
+        finally:
+            run.checkpoints.close()  # the writer thread goes; fit already waited for its writes
     if not run.dist.is_main:
         return {}  # DDP: rank 0 scores the test split and writes the results
     metrics = finish_run(run_dir, model, run.trained, run.data, run.prepare, run.settings.eval, result,
