@@ -1,16 +1,12 @@
-"""Shared fixtures: tiny datasets written inside the tests, and a CLI runner."""
+"""Shared fixtures: tiny datasets written inside the tests, the CLI environment, and the
+composed `train` config. Plain helpers (run_cli, read_json, …) are in helpers.py."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-# Small, fast settings every CLI test starts from (tiny images, few epochs, no bars).
-TINY = ["model.input_size=16", "trainer.max_epochs=2", "trainer.batch_size=16", "trainer.progress=false"]
+from helpers import cli_env, compose_tiny_train
 
 
 @pytest.fixture(scope="session")
@@ -24,29 +20,21 @@ def tiny_faces(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def cache_env(tmp_path, monkeypatch) -> dict:
-    """Environment for CLI subprocesses: a private cache dir, no colour, no GPU."""
-    env = dict(os.environ, FACECLS_CACHE_DIR=str(tmp_path / "cache"), CUDA_VISIBLE_DEVICES="")
-    env.pop("HYDRA_FULL_ERROR", None)
-    return env
+def cache_env(tmp_path) -> dict:
+    """Environment for CLI subprocesses: a private cache dir, no GPU."""
+    return cli_env(tmp_path / "cache")
 
 
-def run_cli(*args: str, cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    """Run `facecls ARGS` in a subprocess, as a user would."""
-    proc = subprocess.run([sys.executable, "-m", "facecls", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"facecls {' '.join(args)} failed ({proc.returncode}):\n"
-                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
+@pytest.fixture
+def cfg_train(tiny_faces, tmp_path):
+    """The `train` config `facecls train` would run on tiny_faces with the TINY settings and
+    a private cache dir, composed in-process (no subprocess, no Hydra run dir). Each test
+    gets its own copy: change it freely, or compose with more overrides via compose_train."""
+    return compose_tiny_train(tiny_faces, tmp_path / "cache")
 
 
-def only_run_dir(base: Path) -> Path:
-    """The single run dir (the folder holding metrics.json) under ``base``."""
-    found = [p.parent for p in base.rglob("metrics.json")]
-    assert len(found) == 1, f"expected one run dir under {base}, found {found}"
-    return found[0]
+@pytest.fixture
+def compose_train(tiny_faces, tmp_path):
+    """compose_train(*overrides): cfg_train's config with more overrides on top."""
+    return lambda *overrides: compose_tiny_train(tiny_faces, tmp_path / "cache", *overrides)
 
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())

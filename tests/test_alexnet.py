@@ -5,7 +5,6 @@ model.weights_path. Inputs are 64 px (model.input_size=64) except for the 224 sh
 """
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
@@ -16,10 +15,11 @@ import pytest
 import torch
 from torchvision.models import AlexNet_Weights, alexnet
 
-from conftest import TINY, read_json, run_cli
 from facecls.errors import UserError
 from facecls.models.alexnet import BLOCKS, CUT_LAYERS, AlexNetFeature, AlexNetFinetune
 from facecls.models.pretrained import torchvision_cache_path, weights_preprocess
+
+from helpers import TINY, cli_env, read_history, read_json, run_cli
 
 SMALL = ["model.input_size=64", "model.head=[32]"]
 FILE_NAME = "alexnet-owt-7be5be79.pth"  # the name torchvision's weights URL gives the file
@@ -45,11 +45,6 @@ def offline(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     monkeypatch.setenv("FACECLS_OFFLINE", "1")
     return tmp_path / "torch-home" / "hub" / "checkpoints" / FILE_NAME
-
-
-def read_history(run_dir):
-    with open(run_dir / "history.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 # --- shapes and preprocessing -------------------------------------------------------------
@@ -111,6 +106,29 @@ def test_weights_from_the_torchvision_cache(state_file, state, offline):
     assert torch.equal(model.backbone[0].weight, state["features.0.weight"])
 
 
+RAN: list[str] = []  # what CodeOnLoad's unpickling ran
+
+
+def record_and_rebuild(text: str) -> ValueError:
+    RAN.append(text)
+    return ValueError(text)
+
+
+class CodeOnLoad(ValueError):
+    """An exception whose unpickling calls a function (any code a weights file could run)."""
+
+    def __reduce__(self):
+        return (record_and_rebuild, (str(self),))
+
+
+def assert_refused(path):
+    with pytest.raises(UserError) as err:
+        AlexNetFeature(num_classes=3, weights_path=str(path))
+    message = str(err.value)
+    assert "\n" not in message and f"'{path}'" in message
+    assert "torch.save(" in message  # and says how to make a good file
+
+
 def test_weight_file_errors(tmp_path, state):
     with pytest.raises(UserError, match=r"model.weights_path='.*nope.pth' does not exist"):
         AlexNetFeature(num_classes=3, weights_path=str(tmp_path / "nope.pth"))
@@ -118,9 +136,18 @@ def test_weight_file_errors(tmp_path, state):
     garbage.write_bytes(b"not a torch file")
     with pytest.raises(UserError, match="garbage.pth' is not a readable weights file"):
         AlexNetFeature(num_classes=3, weights_path=str(garbage))
+    # A pickled exception instead of a tensor. Whether torch's weights_only loader refuses it
+    # ("holds objects other than tensors") or reads it (then facecls says "does not hold a
+    # state_dict") depends on the torch version; either way: one line naming the file.
     torch.save({"features.0.weight": ValueError("code")}, tmp_path / "objects.pth")
-    with pytest.raises(UserError, match="objects.pth' holds objects other than tensors"):
-        AlexNetFeature(num_classes=3, weights_path=str(tmp_path / "objects.pth"))
+    assert_refused(tmp_path / "objects.pth")
+    # One whose unpickling runs code: safe loading must refuse it before that code runs.
+    torch.save({"features.0.weight": CodeOnLoad("code")}, tmp_path / "code.pth")
+    assert_refused(tmp_path / "code.pth")
+    assert RAN == []
+    torch.load(tmp_path / "code.pth", weights_only=False)  # unsafe loading would have run it
+    assert RAN == ["code"]
+    RAN.clear()
     wrong = dict(state, **{"features.3.weight": torch.zeros(10, 64, 5, 5)})
     torch.save(wrong, tmp_path / "wrong.pth")
     with pytest.raises(UserError, match=r"features.3.weight has shape \(10, 64, 5, 5\) there but "
@@ -236,7 +263,7 @@ def _train(base, env, name, *overrides, data_root):
 def feature_runs(tmp_path_factory, tiny_faces, state_file):
     """Two alexnet_feature runs from the same weights and seed: with and without the cache."""
     base = tmp_path_factory.mktemp("feature")
-    env = dict(os.environ, FACECLS_CACHE_DIR=str(base / "cache"), CUDA_VISIBLE_DEVICES="")
+    env = cli_env(base / "cache")
     common = ["model=alexnet_feature", *SMALL, f"model.weights_path={state_file}", "seed=5"]
     cached = _train(base, env, "cached", *common, data_root=tiny_faces)
     uncached = _train(base, env, "uncached", *common, "model.cache_features=false", data_root=tiny_faces)

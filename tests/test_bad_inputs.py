@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY, read_json, run_cli
 from facecls.data.decode import Preprocess, decode_images
+
+from helpers import TINY, read_json, run_cli
 
 
 def _rgb(size=(40, 30), seed=0):
@@ -172,7 +173,8 @@ def test_more_user_mistakes_are_one_line(case, tmp_path, tiny_faces, cache_env):
         shutil.copytree(tiny_faces, root)
         (root / "solo").mkdir()
         shutil.copy(next((root / sorted(os.listdir(tiny_faces))[0]).glob("*.jpg")), root / "solo" / "one.jpg")
-        args = ["data=imagefolder", f"data.root={root}", *TINY, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'r'}"]
+        args = ["data=imagefolder", f"data.root={root}", *TINY, "trainer.max_epochs=1",
+                f"hydra.run.dir={tmp_path / 'r'}"]
         proc = run_cli(command, *args, cwd=tmp_path, env=cache_env)  # trains, with a warning
         assert "fewer than 3 images" in proc.stdout and "solo (1)" in proc.stdout
         return

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from helpers import cli_env
+
+# scripts/bench.py --quick takes ~35 s on 2 cores: `pytest -m slow` runs it.
+pytestmark = pytest.mark.slow
 
 BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
 MODELS = ("convnet", "mlp", "alexnet_feature")
@@ -19,7 +23,7 @@ MODELS = ("convnet", "mlp", "alexnet_feature")
 def bench(tmp_path_factory):
     """One quick run: (the JSON report, the printed table)."""
     cwd = tmp_path_factory.mktemp("bench")
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", FACECLS_CACHE_DIR=str(cwd / "cache"))
+    env = cli_env(cwd / "cache")
     proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--out", "bench.json"], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -89,7 +93,8 @@ def test_scaling_points(bench):
     images = [p["images"] for p in s["points"]]
     assert images == [24, 48, 96]  # N, 2N, 4N with N = --images / 4
     train = [p["train_images"] for p in s["points"]]
-    assert train[0] == train[2] // 4 and train[1] == train[2] // 2 and train[2] == bench[0]["models"]["convnet"]["train_images"]
+    assert train[0] == train[2] // 4 and train[1] == train[2] // 2
+    assert train[2] == bench[0]["models"]["convnet"]["train_images"]
     for p in s["points"]:
         assert p["raw_pixel_bytes"] == p["images"] * 3 * 32 * 32  # uint8 pixels of the 32-px ConvNet
         assert p["peak_rss_bytes"] >= p["startup_rss_bytes"] > 0 and positive(p["model_bytes"])

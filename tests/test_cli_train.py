@@ -1,26 +1,17 @@
 """End-to-end `facecls train` / `facecls eval` runs on a tiny generated dataset."""
 from __future__ import annotations
 
-import csv
-
 import pytest
 from PIL import Image
 
-from conftest import TINY, read_json, run_cli
-
-
-def read_history(run_dir):
-    with open(run_dir / "history.csv", newline="") as f:
-        return list(csv.DictReader(f))
+from helpers import TINY, cli_env, read_history, read_json, run_cli
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_faces):
     """One 2-epoch ConvNet run shared by the tests below."""
-    import os
-
     base = tmp_path_factory.mktemp("train")
-    env = dict(os.environ, FACECLS_CACHE_DIR=str(base / "cache"), CUDA_VISIBLE_DEVICES="")
+    env = cli_env(base / "cache")
     proc = run_cli("train", "data=imagefolder", f"data.root={tiny_faces}", *TINY,
                    f"hydra.run.dir={base / 'run'}", cwd=base, env=env)
     return base / "run", env, proc

@@ -8,7 +8,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import TINY, only_run_dir, read_json, run_cli
 from facecls.data.batches import BatchPreparer
 from facecls.data.dataset import build_data
 from facecls.data.decode import Preprocess
@@ -16,6 +15,8 @@ from facecls.data.mapped import budget_bytes, compact_rows_
 from facecls.data.split import assign_splits
 from facecls.errors import UserError
 from facecls.training.runtime import compile_model
+
+from helpers import TINY, only_run_dir, read_json, run_cli
 
 PREP = Preprocess(size=16)
 TINY_BUDGET = 1e-9  # GB: any dataset is over it

@@ -6,11 +6,12 @@ import itertools
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from facecls.cli import config_dir, register_resolvers
+from facecls.config.compose import compose, config_dir, register_resolvers
 from facecls.errors import UserError
+
+from helpers import read_history
 
 EXPERIMENTS = sorted(p.stem for p in (Path(config_dir()) / "experiment").glob("*.yaml"))
 REPORT_SECTIONS = ["s1_2_baseline", "s1_3_pooling", "s1_4_dropout", "s1_4_weight_decay", "s1_4_early_stopping",
@@ -27,14 +28,18 @@ def tiny_overrides(root: Path, cache: Path, experiment: str) -> list[str]:
             f"paths.cache_dir={cache}", *small]
 
 
-def compose_train(overrides: list[str], with_hydra: bool = False):
+def sweep_params(overrides: list[str]):
+    """hydra.sweeper.params of the composed train config (facecls' compose leaves the hydra node out)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
     register_resolvers()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose("train", overrides=overrides, return_hydra_config=with_hydra)
+        cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
+    return OmegaConf.select(cfg, "hydra.sweeper.params") or {}
 
 
-def sweep_combinations(cfg) -> list[list[str]]:
-    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+def sweep_combinations(params) -> list[list[str]]:
     choices = [[f"{k}={v.strip()}" for v in str(values).split(",")] for k, values in params.items()]
     return [list(c) for c in itertools.product(*choices)] or [[]]
 
@@ -50,24 +55,21 @@ def test_experiment_composes_and_runs_one_tiny_epoch(experiment, tiny_faces, tmp
     base = tiny_overrides(tiny_faces, tmp_path / "cache", experiment)
     if "head" in " ".join(base):
         base = [o for o in base if not o.startswith("+model.head")] + ["model.head=[16]"]
-    combos = sweep_combinations(compose_train(base, with_hydra=True))
+    combos = sweep_combinations(sweep_params(base))
     for combo in combos:  # every sweep value must compose
-        compose_train(base + combo)
-    job = compose_train(base + combos[0])
+        compose("train", base + combo)
+    job = compose("train", base + combos[0])
     metrics = run_training(job, tmp_path / "run")
     assert metrics["epochs_run"] == 1 and metrics["test_acc"] is not None
     assert not (tmp_path / "run" / "checkpoints").exists()  # debug=fast writes no checkpoints
 
 
-def test_debug_overfit_reaches_full_train_accuracy(tiny_faces, tmp_path):
+def test_debug_overfit_reaches_full_train_accuracy(compose_train, tmp_path):
     from facecls.training.run import run_training
 
-    cfg = compose_train(["debug=overfit", "data=imagefolder", f"data.root={tiny_faces}", "model.input_size=16",
-                         "trainer.batch_size=8", "trainer.max_epochs=30", "trainer.progress=false",
-                         f"paths.cache_dir={tmp_path}"])
+    cfg = compose_train("debug=overfit", "trainer.batch_size=8", "trainer.max_epochs=30")
     run_training(cfg, tmp_path / "run")
-    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
-    final_train_acc = float(history[-1].split(",")[3])
+    final_train_acc = float(read_history(tmp_path / "run")[-1]["train_acc"])
     assert final_train_acc >= 0.99
 
 

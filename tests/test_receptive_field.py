@@ -2,7 +2,6 @@
 dilated toy net checked by hand and by gradients, and the layers it must not guess."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
@@ -10,10 +9,11 @@ import torch
 import torchvision
 from torch import nn
 
-from conftest import run_cli
+from facecls.inspect.receptive_field import receptive_fields
 from facecls.models.convnet import ConvNet
 from facecls.models.mlp import MLP
-from facecls.inspect.receptive_field import receptive_fields
+
+from helpers import read_csv, run_cli
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -101,8 +101,7 @@ def test_layers_it_cannot_reason_about_are_named_not_guessed():
 def test_cli_prints_the_table_and_writes_rf_csv(tmp_path, cache_env):
     proc = run_cli("rf", "model=convnet", "model.kernel_size=[5,3]", "model.pool=true", "input_size=32",
                    f"out={tmp_path / 'rf'}", cwd=tmp_path, env=cache_env)
-    with open(tmp_path / "rf" / "rf.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(tmp_path / "rf" / "rf.csv")
     assert [(r["label"], r["rf"], r["jump"], r["output"]) for r in rows] == [
         ("conv1", "5", "1", "28×28"), ("pool1", "6", "2", "14×14"), ("conv2", "10", "2", "12×12"),
         ("pool2", "12", "4", "6×6")]
@@ -114,5 +113,4 @@ def test_cli_prints_the_table_and_writes_rf_csv(tmp_path, cache_env):
 def test_cli_on_alexnet_feature_needs_no_weights(tmp_path, cache_env):
     env = dict(cache_env, FACECLS_OFFLINE="1", TORCH_HOME=str(tmp_path / "no-weights"))
     run_cli("rf", "model=alexnet_feature", "model.cut=pool5", f"out={tmp_path}", cwd=tmp_path, env=env)
-    with open(tmp_path / "rf.csv", newline="") as f:
-        assert [int(r["rf"]) for r in csv.DictReader(f)] == [11, 19, 51, 67, 99, 131, 163, 195]
+    assert [int(r["rf"]) for r in read_csv(tmp_path / "rf.csv")] == [11, 19, 51, 67, 99, 131, 163, 195]

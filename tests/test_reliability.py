@@ -1,7 +1,6 @@
 """Interrupt and resume exactly, determinism, the NaN guard, atomic writes, safe loading."""
 from __future__ import annotations
 
-import csv
 import errno
 import json
 import os
@@ -13,7 +12,7 @@ import time
 import pytest
 import torch
 
-from conftest import read_json, run_cli
+from helpers import read_history, read_json, run_cli
 
 # Deterministic and slow enough (many small batches) to be interrupted mid-run.
 RESUMABLE = ["model.input_size=16", "trainer.batch_size=4", "trainer.max_epochs=12", "trainer.progress=false",
@@ -23,8 +22,7 @@ TIMING = ("seconds", "wall_seconds", "train_seconds", "train_images_per_second")
 
 
 def history_without_time(run_dir):
-    with open(run_dir / "history.csv", newline="") as f:
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in read_history(run_dir)]
 
 
 def metrics_without_time(run_dir):

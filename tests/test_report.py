@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from PIL import Image
 
-from conftest import run_cli
 from facecls.report.sections import SECTIONS
 
+from helpers import run_cli
 
+
+@pytest.mark.slow  # runs `facecls report` twice (every section's training): ~35 s on 2 cores
 def test_report_has_every_section_and_valid_figures(tmp_path, tiny_faces, cache_env):
     out = tmp_path / "report"
     args = ["report", "data=imagefolder", f"data.root={tiny_faces}", f"out={out}", "report.budget=smoke",

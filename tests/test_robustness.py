@@ -1,7 +1,6 @@
 """`facecls robustness`: variations built from conf/variation, exact repeats, identity = clean."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
@@ -11,10 +10,10 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torchvision.transforms import v2
 
-from conftest import run_cli
 from facecls.errors import UserError
 from facecls.inspect.robustness import evaluate_under, variation_settings
-from tiny_runs import train_runs
+
+from helpers import read_csv, run_cli, train_runs
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -31,11 +30,6 @@ def variations(*overrides: str):
         return compose("robustness", overrides=["ckpt=x", *overrides]).variation
 
 
-def read_rows(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def test_cli_identity_equals_clean_and_two_runs_are_identical(trained, tmp_path):
     ckpt, env = trained
     args = ["robustness", f"ckpt={ckpt}", "variation=[identity,gaussian_blur,rotation]",
@@ -44,7 +38,7 @@ def test_cli_identity_equals_clean_and_two_runs_are_identical(trained, tmp_path)
     run_cli(*args, f"out={tmp_path / 'b'}", cwd=tmp_path, env=env)
     first = (tmp_path / "a" / "robustness.csv").read_text()
     assert first == (tmp_path / "b" / "robustness.csv").read_text()  # seeded: repeats exactly
-    rows = read_rows(tmp_path / "a" / "robustness.csv")
+    rows = read_csv(tmp_path / "a" / "robustness.csv")
     assert list(rows[0]) == ["variation", "parameter", "value", "split", "accuracy", "loss", "drop"]
     assert [(r["variation"], r["parameter"], r["split"]) for r in rows] == [
         ("clean", "-", "val"), ("clean", "-", "test"), ("identity", "-", "val"), ("identity", "-", "test"),
@@ -55,7 +49,8 @@ def test_cli_identity_equals_clean_and_two_runs_are_identical(trained, tmp_path)
     for r in rows:
         assert float(r["drop"]) == pytest.approx(float(clean[r["split"]]["accuracy"]) - float(r["accuracy"]))
         if r["variation"] == "identity":
-            assert (r["accuracy"], r["loss"], r["drop"]) == (clean[r["split"]]["accuracy"], clean[r["split"]]["loss"], "0.0")
+            same = clean[r["split"]]
+            assert (r["accuracy"], r["loss"], r["drop"]) == (same["accuracy"], same["loss"], "0.0")
     blur = [r for r in rows if r["variation"] == "gaussian_blur"]
     assert len({r["loss"] for r in blur}) == 4  # every blur changes the scores
     with Image.open(tmp_path / "a" / "robustness.png") as im:

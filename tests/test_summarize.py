@@ -2,7 +2,6 @@
 dirs written by the test (finished, diverged, failed, interrupted and running runs)."""
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -13,12 +12,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import run_cli
 from facecls.cli import leading_args_as_list
 from facecls.errors import UserError
-from facecls.sweeps.summary import write_summary
 from facecls.sweeps.runs import read_runs
+from facecls.sweeps.summary import write_summary
 from facecls.sweeps.table import summarize_runs
+
+from helpers import read_csv, run_cli
 
 HISTORY_HEADER = "epoch,lr,train_loss,train_acc,val_loss,val_acc,seconds\n"
 
@@ -89,15 +89,13 @@ def test_rows_groups_means_and_statuses(sweep):
 def test_written_files(sweep, tmp_path):
     summary, text = write_summary([sweep], sweep_finished=False)
 
-    with open(sweep / "summary.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(sweep / "summary.csv")
     assert [r["run"] for r in rows] == ["0", "1", "2", "3", "4", "5", "10"]
     assert rows[0]["reg"] == "none" and rows[0]["seed"] == "0" and rows[0]["trainer.max_epochs"] == "3"
     assert float(rows[1]["test_acc"]) == pytest.approx(0.82)
     assert rows[5]["status"] == "failed" and rows[5]["test_acc"] == "" and "optim.lr=-1" in rows[5]["note"]
 
-    with open(sweep / "summary_groups.csv", newline="") as f:
-        groups = list(csv.DictReader(f))
+    groups = read_csv(sweep / "summary_groups.csv")
     assert [g["reg"] for g in groups] == ["none", "dropout"]
     assert float(groups[0]["test_acc_mean"]) == pytest.approx(0.82)
     assert float(groups[0]["test_acc_std"]) == pytest.approx(0.02)

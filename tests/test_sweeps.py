@@ -6,7 +6,6 @@ installs it, so there they run.
 """
 from __future__ import annotations
 
-import csv
 import re
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import read_json, run_cli
+from helpers import read_csv, read_json, run_cli
 
 # One epoch on 16×16 images: a real run dir in a second or two.
 FAST = ["model.input_size=16", "trainer.max_epochs=1", "trainer.batch_size=16", "trainer.progress=false"]
@@ -37,8 +36,7 @@ def job_overrides(job: Path) -> list[str]:
 
 
 def summary_rows(sweep: Path) -> list[dict]:
-    with open(sweep / "summary.csv", newline="") as f:
-        return list(csv.DictReader(f))
+    return read_csv(sweep / "summary.csv")
 
 
 def test_joblib_sweep_runs_in_parallel_and_survives_a_failed_job(tiny_faces, tmp_path, cache_env):
@@ -61,6 +59,7 @@ def test_joblib_sweep_runs_in_parallel_and_survives_a_failed_job(tiny_faces, tmp
     assert proc.returncode == 1 and "1 job(s) failed" in proc.stderr
 
 
+@pytest.mark.slow  # ~12 s; the joblib test above covers a failed job in a sweep by default
 def test_submitit_sweep_survives_a_crashing_job(tiny_faces, tmp_path, cache_env):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason=NEEDS_EXTRA)
     proc = run_cli("train", "-m", "hydra/launcher=submitit_local", *data_args(tiny_faces), *FAST,
@@ -87,8 +86,7 @@ def test_optuna_search_writes_best_parameters_and_every_trial(tiny_faces, tmp_pa
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert set(results["best_params"]) == {"optim.lr", "reg.weight_decay.value", "reg.dropout.p"}
 
-    with open(sweep / "optuna_trials.csv", newline="") as f:
-        trials = list(csv.DictReader(f))
+    trials = read_csv(sweep / "optuna_trials.csv")
     assert [t["state"] for t in trials] == ["COMPLETE"] * 3
     scores = [read_json(sweep / t["job"] / "metrics.json")["best_val_acc"] for t in trials]
     assert [float(t["value"]) for t in trials] == pytest.approx(scores)  # objective = best val acc

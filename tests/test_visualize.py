@@ -3,7 +3,6 @@ attribution maths against a hand-written guided ReLU."""
 from __future__ import annotations
 
 import copy
-import csv
 import json
 
 import numpy as np
@@ -14,11 +13,11 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torch import nn
 
-from conftest import run_cli
 from facecls.errors import UserError
-from facecls.models.convnet import ConvNet
 from facecls.inspect.attribution import attribution_figure, explain, gradient_panels, guided_backprop
-from tiny_runs import train_runs
+from facecls.models.convnet import ConvNet
+
+from helpers import read_csv, run_cli, train_runs
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +86,7 @@ def test_predictions_command_writes_gallery_and_table(runs, tmp_path):
     ckpts, env, _ = runs
     run_cli("visualize", "predictions", f"ckpt={ckpts['convnet']}", "count=2", f"out={tmp_path}",
             cwd=tmp_path, env=env)
-    with open(tmp_path / "predictions.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(tmp_path / "predictions.csv")
     run = loaded(runs, "convnet")
     for r in rows:
         assert r["file"] == run.data.test.files[int(r["index"])]
