@@ -43,6 +43,7 @@ class Checkpoint:
     history: list[dict] = field(default_factory=list)
     stop_reason: str | None = None
     rng: dict | None = None
+    ema: dict | None = None      # last.pt with trainer.ema: the weight average's own state
 
     @property
     def resumable(self) -> bool:
@@ -107,6 +108,7 @@ class CheckpointWriter:
         self.model, self.optimizer, self.scheduler, self.stopper = model, optimizer, scheduler, stopper
         self.config, self.classes, self.preprocess = config, list(classes), asdict(preprocess)
         self._best_state: dict | None = None  # the best epoch's weights, in CPU memory
+        self.ema = None  # a WeightAverage: best.pt then holds the averaged weights, last.pt both
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint") if enabled else None
         self._pending: dict[str, tuple[Path, Future]] = {}
 
@@ -116,19 +118,21 @@ class CheckpointWriter:
 
     def write(self, kind: str, result) -> None:
         """``kind`` 'best' or 'last'; ``result`` the FitResult so far (history, rng)."""
-        weights = cpu_copy(self.model.state_dict())
+        resumable = kind == "last"  # only last.pt carries what resuming needs
+        averaged = self.ema is not None and not resumable
+        weights = cpu_copy(self.ema.model_state(self.model) if averaged else self.model.state_dict())
         if kind == "best":
             self._best_state = weights
         if not self.enabled:
             return
-        resumable = kind == "last"  # only last.pt carries what resuming needs
         checkpoint = Checkpoint(
             model=weights, config=self.config, classes=self.classes,
             preprocess=self.preprocess, epoch=int(result.history[-1]["epoch"]),
             optimizer=cpu_copy(self.optimizer.state_dict()) if resumable else None,
             scheduler=copy.deepcopy(self.scheduler.state_dict()) if resumable and self.scheduler is not None else None,
             early_stopping=dict(self.stopper.state_dict()), history=list(result.history),
-            stop_reason=result.stop_reason, rng=result.rng if resumable else None)
+            stop_reason=result.stop_reason, rng=result.rng if resumable else None,
+            ema=cpu_copy(self.ema.state_dict()) if resumable and self.ema is not None else None)
         if kind in self._pending:
             self._finish(*self._pending.pop(kind))
         path = self.ckpt_dir / f"{kind}.pt"

@@ -90,6 +90,7 @@ class LoopSettings:
     seed: int = 0
     limit_batches: int | float | None = None  # per training epoch: a count, or a fraction of the batches
     dist: DistContext = SINGLE  # DDP: this process's rank; batch_size is then the per-process batch
+    mixer: Callable | None = None  # MixUp/CutMix: (images, labels) → (mixed images, label probabilities)
 
     @property
     def eval(self) -> EvalSettings:
@@ -159,7 +160,7 @@ def evaluate(net: nn.Module, split, prepare: Callable, settings: EvalSettings,
 
 def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimizer, scheduler,
         stopper: EarlyStopping, settings: LoopSettings, reporter: EpochReporter | None = None,
-        stop=None, resume: ResumePoint | None = None) -> FitResult:
+        stop=None, resume: ResumePoint | None = None, ema=None) -> FitResult:
     """Train ``net`` on ``data.train`` for up to ``settings.max_epochs`` epochs.
 
     Each epoch: shuffled batches → forward → cross-entropy → backward → step; then the
@@ -168,6 +169,8 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
     being a finite number ('diverged'), or when ``stop.requested`` is set by a signal
     ('interrupted': the unfinished epoch is dropped, so last.pt stays a clean resume point).
     ``resume`` (history, epoch, rng from last.pt) continues a run exactly where it stopped.
+    ``ema`` (a training.regularisers.WeightAverage) is updated after every step and is what
+    validation scores.
     """
     result = FitResult(best_epoch=stopper.best_epoch)
     criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
@@ -208,9 +211,13 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
             if step == n_batches:
                 break
             x, y = prepare(x, train=True), y.to(settings.device, non_blocking=True)
+            target = y
+            if settings.mixer is not None:  # MixUp/CutMix: mixed images, label probabilities
+                x, target = settings.mixer(x, y)
+                y = target.argmax(1)  # training accuracy counts the dominant label of each mix
             with settings.autocast():
                 logits = net(x)
-                loss = criterion(logits.float(), y)
+                loss = criterion(logits.float(), target)
             if check_every == 1 and settings.dist.any(not torch.isfinite(loss)):  # DDP: all ranks stop together
                 result.stop_reason = "diverged"
                 break
@@ -221,6 +228,8 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
                 nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
             scaler.step(optimizer)
             scaler.update()
+            if ema is not None:
+                ema.update()
             n = len(y)
             seen += n
             loss_sum += loss.detach().double() * n
@@ -245,10 +254,10 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
                       optimizer.param_groups[0]["lr"])
             break
         seen, loss_sum, correct = settings.dist.sum(seen, loss_sum.item(), correct.item())
-        val = evaluate(net, data.val, prepare, settings.eval)
+        val = evaluate(ema.module if ema is not None else net, data.val, prepare, settings.eval)
         lr = optimizer.param_groups[0]["lr"]
-        if scheduler is not None:
-            scheduler.step()
+        if scheduler is not None:  # an EpochSchedule (facecls.training.schedules)
+            scheduler.step(stopper.sign * val["loss" if stopper.monitor == "val_loss" else "acc"])
         row = {"epoch": epoch, "lr": float(lr), "train_loss": loss_sum / seen, "train_acc": correct / seen,
                "val_loss": val["loss"], "val_acc": val["acc"], "seconds": time.perf_counter() - t0}
         result.history.append(row)

@@ -26,12 +26,14 @@ def load_resume_checkpoint(run_dir: Path) -> Checkpoint | None:
     return ckpt
 
 
-def restore_training_state(ckpt: Checkpoint, model, optimizer, scheduler, stopper) -> ResumePoint:
-    """Put weights, optimizer, scheduler and early-stopping counter back; return where
-    ``fit`` continues (epoch, history, random states)."""
+def restore_training_state(ckpt: Checkpoint, model, optimizer, scheduler, stopper, ema=None) -> ResumePoint:
+    """Put weights, optimizer, scheduler, early-stopping counter and weight average back;
+    return where ``fit`` continues (epoch, history, random states)."""
     restore_model(model, ckpt.model, source="checkpoints/last.pt")
     optimizer.load_state_dict(ckpt.optimizer)
     if scheduler is not None and ckpt.scheduler:
         scheduler.load_state_dict(ckpt.scheduler)
     stopper.load_state_dict(ckpt.early_stopping)
+    if ema is not None and ckpt.ema is not None:
+        ema.load_state_dict(ckpt.ema)
     return ResumePoint(epoch=ckpt.epoch, history=list(ckpt.history), rng=ckpt.rng)

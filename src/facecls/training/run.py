@@ -5,6 +5,7 @@ benchmarks (scripts/bench*.py) both go through here, so the benchmark measures w
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from facecls.training.distributed import DistContext
 from facecls.training.engine import EarlyStopping, FitResult, LoopSettings, ResumePoint, fit
 from facecls.training.interrupt import GracefulStop
 from facecls.training.outputs import RunRecorder, finish_run
+from facecls.training.regularisers import WeightAverage, build_mixer
 from facecls.training.resume import load_resume_checkpoint, restore_training_state
 from facecls.training.runtime import (
     amp_flag,
@@ -33,6 +35,7 @@ from facecls.training.runtime import (
     seed_everything,
     select_device,
 )
+from facecls.training.schedules import EpochSchedule, build_schedule
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +58,12 @@ class TrainingRun:
     data: DataBundle           # what `trained` sees: images, or a frozen backbone's features
     prepare: BatchPreparer
     optimizer: torch.optim.Optimizer
-    scheduler: object | None
+    scheduler: EpochSchedule | None
     stopper: EarlyStopping
     settings: LoopSettings
     checkpoints: CheckpointWriter
     dist: DistContext
+    ema: WeightAverage | None = None  # trainer.ema: what validation and best.pt use
     resume: ResumePoint | None = None
     data_seconds: float = 0.0      # scan + decode (or the decode cache)
     features_seconds: float = 0.0  # a frozen backbone's features (or their cache)
@@ -70,7 +74,7 @@ class TrainingRun:
         try:
             return fit(self.dist.wrap(self.trained, self.settings.seed), self.data, self.prepare, self.optimizer,
                        self.scheduler, self.stopper, self.settings, RunRecorder(run_dir, self.checkpoints),
-                       stop=stop, resume=self.resume)
+                       stop=stop, resume=self.resume, ema=self.ema)
         finally:
             self.checkpoints.wait()
 
@@ -111,10 +115,14 @@ def build_run(cfg: DictConfig, run_dir: Path, dist: DistContext | None = None) -
     # What trains = the model's training view (the model itself, or its head on cached
     # features), compiled when asked; fit wraps it in DDP. All share the model's parameters.
     trained = compile_model(view.module, cfg.trainer.get("compile", False))
+    decay = OmegaConf.select(cfg, "trainer.ema.decay", default=None)
+    ema = WeightAverage(trained, decay) if decay is not None else None
+    settings = dataclasses.replace(settings, mixer=build_mixer(cfg.aug.get("mixup_alpha"), cfg.aug.get("cutmix_alpha"),
+                                                              len(data.classes)))
 
     # _convert_: param groups reach the optimizer as plain dicts (not DictConfig)
     optimizer = instantiate(cfg.optim, params=model.param_groups(cfg.optim.lr), _convert_="partial")
-    scheduler = instantiate(cfg.sched, optimizer=optimizer) if cfg.sched else None
+    scheduler = build_schedule(cfg.get("sched"), optimizer)
     es = cfg.reg.get("early_stopping") if cfg.get("reg") else None
     stopper = EarlyStopping(monitor=cfg.trainer.monitor, patience=es.patience if es else None,
                             min_delta=es.min_delta if es else 0.0)
@@ -122,11 +130,12 @@ def build_run(cfg: DictConfig, run_dir: Path, dist: DistContext | None = None) -
                                    stopper=stopper, config=OmegaConf.to_container(cfg, resolve=True),
                                    classes=data.classes, preprocess=prep,
                                    enabled=bool(cfg.trainer.get("checkpoints", True)))
+    checkpoints.ema = ema
     resume = None
     if cfg.get("resume") and (last := load_resume_checkpoint(run_dir)) is not None:
-        resume = restore_training_state(last, model, optimizer, scheduler, stopper)
+        resume = restore_training_state(last, model, optimizer, scheduler, stopper, ema)
     return TrainingRun(model, trained, view.data, view.prepare, optimizer, scheduler, stopper, settings,
-                       checkpoints, dist, resume, data_seconds, features_seconds)
+                       checkpoints, dist, ema, resume, data_seconds, features_seconds)
 
 
 def run_training(cfg: DictConfig, run_dir: Path, dist: DistContext | None = None) -> dict:
