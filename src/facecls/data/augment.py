@@ -5,7 +5,8 @@ call it once per image — hundreds of tiny operations per batch, slow on a CPU 
 still when other processes share the cores. The classes here take the whole batch
 (N×C×H×W float in [0, 1], on any device) and draw N sets of parameters at once, then apply
 them in a few vectorised calls: a flip mask, per-sample affine matrices through ONE
-``affine_grid`` + ``grid_sample``, per-sample colour factors by broadcasting.
+``affine_grid`` + ``grid_sample``, per-sample colour factors as 3×3 colour matrices (one
+batched matmul per colour step).
 
 They keep the meaning of torchvision's parameters (``conf/aug/basic.yaml`` reads as the v2
 recipe did) and reproduce its formulas: the same parameter distributions, the same affine
@@ -93,6 +94,16 @@ def _pair(value, name: str, centre: float = 0.0, low: float | None = None) -> tu
     return None if result == (centre, centre) else result
 
 
+def _values(value, name: str) -> tuple[float, ...]:
+    """A fill value: one number, or one per channel."""
+    if isinstance(value, Number):
+        return (float(value),)
+    try:
+        return tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} must be a number or one number per channel") from None
+
+
 def _gray(x: torch.Tensor) -> torch.Tensor:
     """N×1×H×W luma of an RGB batch (torchvision's weights)."""
     r, g, b = x.unbind(dim=-3)
@@ -136,7 +147,7 @@ def warp(x: torch.Tensor, theta: torch.Tensor, interpolation: str = "nearest", f
     device/dtype: moved to x's). Outside pixels become ``fill`` (a number or one per channel)."""
     theta = theta.to(device=x.device, dtype=x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    fills = [float(f) for f in fill] if isinstance(fill, (list, tuple)) else [float(fill)]
+    fills = _values(fill, "fill")
     if not any(fills):
         return F.grid_sample(x, grid, mode=interpolation, padding_mode="zeros", align_corners=False)
     # a channel of ones shows which output pixels come from inside the image (as torchvision)
@@ -206,7 +217,7 @@ class RandomAffine(BatchTransform):
                 raise ValueError(f"shear={shear} must be one number, [min, max] or [xmin, xmax, ymin, ymax]")
             self.shear = tuple(shear) if len(shear) == 4 else (*shear, 0.0, 0.0)
         self.interpolation = _check_interpolation(interpolation)
-        self.fill = fill
+        self.fill = _values(fill, "fill")
 
     def sample(self, n, height, width):
         angle = _uniform(n, *self.degrees)
@@ -227,7 +238,8 @@ class RandomAffine(BatchTransform):
 
 
 class ColorJitter(BatchTransform):
-    """Random brightness, contrast and saturation per image, as v2.ColorJitter (no hue).
+    """Random brightness, contrast and saturation per image of an RGB batch, as
+    v2.ColorJitter (no hue).
 
     Each value v draws a factor uniform in [max(0, 1 - v), 1 + v] (or give a [min, max]
     pair); the steps run in a random order per image, with torchvision's formulas:
@@ -235,10 +247,11 @@ class ColorJitter(BatchTransform):
     saturation with its grayscale.
     """
 
-    _STEPS = ("brightness", "contrast", "saturation")
-
-    def __init__(self, brightness=None, contrast=None, saturation=None):
+    def __init__(self, brightness=None, contrast=None, saturation=None, hue=None):
         super().__init__()
+        if hue:
+            raise ValueError("hue is not supported batched — use torchvision.transforms.v2.ColorJitter "
+                             "(the recipe then runs one image at a time)")
         ranges = {"brightness": _pair(brightness, "brightness", 1.0, 0.0),
                   "contrast": _pair(contrast, "contrast", 1.0, 0.0),
                   "saturation": _pair(saturation, "saturation", 1.0, 0.0)}
@@ -254,24 +267,31 @@ class ColorJitter(BatchTransform):
         names = list(self.ranges)
         if not names:
             return x
+        # Every step is linear in the colours of a pixel: out = A·rgb + bias, clamped to [0, 1]
+        # (brightness: A = f·I; saturation: A = f·I + (1 - f)·[luma weights in every row];
+        # contrast: A = f·I, bias = (1 - f)·mean luma). One batched matmul per step.
+        n, channels = x.shape[0], x.shape[-3]
+        flat = x.reshape(n, channels, -1)
         factors = torch.stack([params[name] for name in names], dim=1)  # N × steps, CPU
         order = params["order"]
-        shape = (-1,) + (1,) * (x.dim() - 1)
+        eye, luma = torch.eye(channels, dtype=torch.float64), torch.tensor(_GRAY, dtype=torch.float64)
         for step in range(len(names)):
             which = order[:, step]  # per image: the index into `names` applied at this step
-            factor = factors.gather(1, which[:, None]).to(device=x.device, dtype=x.dtype).view(shape)
-            kinds = {names[i] for i in which.unique().tolist()}  # CPU: no device sync
-            if kinds == {"brightness"}:
-                x = _blend(x, 0.0, factor)
-                continue
-            gray = _gray(x)
-            ref = torch.zeros_like(gray)
-            for kind, value in (("saturation", gray), ("contrast", gray.mean(dim=(-2, -1), keepdim=True))):
-                if kind in kinds:
-                    mask = (which == names.index(kind)).to(device=x.device, dtype=x.dtype).view(shape)
-                    ref = ref.addcmul_(value.expand_as(gray), mask)
-            x = _blend(x, ref, factor)
-        return x
+            f = factors.gather(1, which[:, None])[:, 0]
+            # 1 - f for the images that run saturation / contrast at this step, else 0
+            share = {kind: (1.0 - f) * (which == names.index(kind)) if kind in names else torch.zeros_like(f)
+                     for kind in ("saturation", "contrast")}
+            matrix = f[:, None, None] * eye + share["saturation"][:, None, None] * luma.expand(channels, -1)
+            matrix = matrix.to(device=x.device, dtype=x.dtype, non_blocking=True)
+            contrast = share["contrast"]
+            if bool(contrast.any()):  # a CPU tensor: no device sync
+                mean_luma = flat.mean(dim=-1) @ luma.to(device=x.device, dtype=x.dtype)
+                bias = (contrast.to(device=x.device, dtype=x.dtype) * mean_luma).view(n, 1, 1)
+                flat = torch.baddbmm(bias, matrix, flat)
+            else:
+                flat = torch.bmm(matrix, flat)
+            flat = flat.clamp_(0.0, 1.0)
+        return flat.view(x.shape)
 
 
 class RandomErasing(BatchTransform):
@@ -292,7 +312,9 @@ class RandomErasing(BatchTransform):
             raise ValueError(f"scale={list(scale)} must be a [min, max] pair of fractions")
         if len(self.ratio) != 2 or not 0 < self.ratio[0] <= self.ratio[1]:
             raise ValueError(f"ratio={list(ratio)} must be a [min, max] pair of positive numbers")
-        self.value = value
+        self.value = value if isinstance(value, str) else _values(value, "value")
+        if isinstance(value, str) and value != "random":
+            raise ValueError(f"value={value!r} — use a number, one per channel, or 'random'")
 
     def sample(self, n, height, width, tries: int = 10):
         area = height * width * torch.empty(n, tries, dtype=torch.float64).uniform_(*self.scale)
@@ -318,12 +340,9 @@ class RandomErasing(BatchTransform):
         in_cols = (cols >= left[:, None]) & (cols < (left + w)[:, None])  # N×W
         mask = (in_rows[:, :, None] & in_cols[:, None, :]).unsqueeze(1)  # N×1×H×W
         if isinstance(self.value, str):
-            if self.value != "random":
-                raise ValueError(f"value={self.value!r} — use a number, one per channel, or 'random'")
             value = torch.randn_like(x)
         else:
-            values = [float(v) for v in self.value] if isinstance(self.value, (list, tuple)) else [float(self.value)]
-            value = torch.tensor(values, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+            value = torch.tensor(self.value, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         return torch.where(mask, value, x)
 
 
@@ -362,7 +381,7 @@ class TrivialAugment(BatchTransform):
                         "color": float(enhance), "contrast": float(enhance), "sharpness": float(enhance)}
         self.min_bits = int(min_bits)
         self.interpolation = _check_interpolation(interpolation)
-        self.fill = fill
+        self.fill = _values(fill, "fill")
 
     def sample(self, n, height, width):
         op = torch.randint(len(self.OPS), (n,))
@@ -390,24 +409,16 @@ class TrivialAugment(BatchTransform):
             return mask.nonzero()[:, 0]  # CPU: no device sync
 
         geometric = rows(torch.isin(op, torch.tensor([self.OPS.index(g) for g in self._GEOMETRIC])))
-        if len(geometric):
-            names = [self.OPS[i] for i in op[geometric].tolist()]
-            m = self.magnitude("rotate", level[geometric], sign[geometric])  # same level → per-op below
-            zero = torch.zeros(len(geometric), dtype=torch.float64)
-            angle, shear, translate = zero.clone(), torch.zeros(len(geometric), 2, dtype=torch.float64), \
-                torch.zeros(len(geometric), 2, dtype=torch.float64)
-            for i, name in enumerate(names):
-                value = float(self.magnitude(name, level[geometric[i]:geometric[i] + 1],
-                                             sign[geometric[i]:geometric[i] + 1]))
-                if name == "rotate":
-                    angle[i] = value
-                elif name.startswith("shear"):
-                    shear[i, 0 if name == "shear_x" else 1] = math.degrees(math.atan(value))
-                else:
-                    axis = 0 if name == "translate_x" else 1
-                    translate[i, axis] = round(value * (width if axis == 0 else height))
-            del m
-            theta = affine_theta(angle, translate, torch.ones_like(zero), shear, height, width)
+        if len(geometric):  # one warp for all the images that drew a geometric operation
+            g_op, g_level, g_sign = op[geometric], level[geometric], sign[geometric]
+
+            def amount(name: str) -> torch.Tensor:  # the operation's magnitude where drawn, else 0
+                return (g_op == self.OPS.index(name)).double() * self.magnitude(name, g_level, g_sign)
+
+            angle = amount("rotate")
+            shear = torch.rad2deg(torch.atan(torch.stack([amount("shear_x"), amount("shear_y")], dim=1)))
+            translate = torch.stack([amount("translate_x") * width, amount("translate_y") * height], dim=1).round()
+            theta = affine_theta(angle, translate, torch.ones_like(angle), shear, height, width)
             index = geometric.to(x.device)
             out.index_copy_(0, index, warp(x.index_select(0, index), theta, self.interpolation, self.fill))
 
@@ -435,9 +446,9 @@ class TrivialAugment(BatchTransform):
             return _blend(x, _gray(x).mean(dim=(-2, -1), keepdim=True), 1.0 + value)
         if name == "sharpness":
             return _blend(x, TF.adjust_sharpness(x, 0.0), 1.0 + value)  # factor 0: the smoothed image
-        if name == "posterize":
-            levels = torch.exp2(value)
-            return x.mul(levels).floor_().clamp_(min=0).minimum(levels - 1).div_(levels)
+        if name == "posterize":  # keep `value` bits of the 8-bit level (as on uint8 images: 8 bits = unchanged)
+            step = torch.exp2(8.0 - value)
+            return x.mul(255.0).round_().div_(step).floor_().mul_(step).div_(255.0)
         if name == "solarize":
             return torch.where(x >= value, 1.0 - x, x)
         if name == "autocontrast":

@@ -66,7 +66,7 @@ def variation_settings(variations: DictConfig) -> list[Setting]:
             if value is not None:
                 single[name][sweep] = value
             try:
-                transform = build_transform(single[name].transforms)
+                transform = build_transform(single[name].transforms, explain=False)  # per image on purpose
             except Exception as err:
                 cause = err.__cause__ or err
                 raise UserError(f"variation '{name}'{f' ({sweep}={value})' if value is not None else ''} cannot "
