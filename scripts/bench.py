@@ -20,6 +20,13 @@ seed, batch size and epochs:
   * --variants: the ConvNet again with channels_last off, bf16 autocast or torch.compile;
   * scaling: time per image and peak RSS at N, 2N, 4N images (N = --images/4), each in a
     fresh process; start-up: `facecls train` on tiny data vs `import torch, torchvision`.
+--e2e adds what users wait for (scripts/bench_e2e.py): whole processes, `facecls train`
+(warm decode cache, checkpoints, figures) against scripts/naive_train.py (the report's loop
+with a 2-worker DataLoader), aug=none and aug=basic, paired and interleaved, medians and
+their ratio; the epoch-end stall of both; aug=basic vs aug=none epochs (--e2e-load: also
+with a second busy process); the CPU's fp32/bf16 capability. --e2e-only skips the rest:
+
+    python scripts/bench.py --e2e-only --e2e-load         # ~25 min on 2 cores (--e2e-repeats 1: ~10)
 Prints a table and writes every figure to --out (JSON). Timings on a shared machine are
 noisy: compare the ratios, which are measured side by side.
 """
@@ -43,6 +50,7 @@ import torchvision
 from facecls.data.synthetic import write_dataset
 from facecls.io import atomic_write_json
 
+import bench_e2e
 import bench_measure as m
 from bench_report import print_report, targets
 
@@ -54,6 +62,8 @@ QUICK = {"images": 96, "classes": 4, "source_size": 48, "epochs": 2, "naive_epoc
 VARIANTS = {"contiguous": "trainer.channels_last=false", "amp": "trainer.amp=true", "compile": "trainer.compile=true"}
 # --quick also shrinks the models (AlexNet: its smallest crop), so the smoke run takes seconds
 QUICK_MODELS = {"convnet": ["model.input_size=32"], "alexnet_feature": ["model.input_size=63", "model.head=[64]"]}
+# --quick with --e2e: tiny end-to-end runs too
+QUICK_E2E = {"e2e_epochs": 2, "e2e_batch_size": 16, "e2e_input_size": 32, "e2e_repeats": 1}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -77,10 +87,39 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--startup-repeats", type=int, default=3)
     p.add_argument("--out", default="bench.json")
     p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test: " + str(QUICK))
+    e = p.add_argument_group("end to end (scripts/bench_e2e.py): whole processes, what users wait for")
+    e.add_argument("--e2e", action="store_true",
+                   help="add the end-to-end section: `facecls train` vs scripts/naive_train.py as whole processes")
+    e.add_argument("--e2e-only", action="store_true",
+                   help="only the end-to-end section (skips the per-model, scaling and start-up parts)")
+    e.add_argument("--e2e-repeats", type=int, default=3, help="paired runs per side and aug (medians count)")
+    e.add_argument("--e2e-epochs", type=int, default=5)
+    e.add_argument("--e2e-batch-size", type=int, default=64)
+    e.add_argument("--e2e-input-size", type=int, default=64, help="model.input_size")
+    e.add_argument("--e2e-model", default="convnet", help=f"one of {', '.join(MODELS)}")
+    e.add_argument("--e2e-augs", default="none,basic", help="comma-separated, from none, basic")
+    e.add_argument("--e2e-load", action="store_true",
+                   help="also time facecls aug=none vs aug=basic epochs with a second busy process running")
+    e.add_argument("--e2e-load-kind", default="python", choices=sorted(bench_e2e.LOAD_KINDS),
+                   help="the busy process: a pure-Python loop or a 1-thread torch matmul loop")
+    e.add_argument("--e2e-override", action="append", default=[],
+                   help="extra `facecls train` override for the e2e runs (repeatable), e.g. trainer.amp=false; "
+                        "model.* ones reach the naive loop too")
     args = p.parse_args(argv)
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
+        for key, value in QUICK_E2E.items():
+            if getattr(args, key) == p.get_default(key):
+                setattr(args, key, value)
+    args.e2e = args.e2e or args.e2e_only
+    if args.e2e_only:
+        args.models = ""
+    args.e2e_augs = [name.strip() for name in args.e2e_augs.split(",") if name.strip()]
+    if not set(args.e2e_augs) <= set(bench_e2e.AUGS) or not args.e2e_augs:
+        p.error(f"--e2e-augs: choose from {', '.join(bench_e2e.AUGS)}")
+    if args.e2e_model not in MODELS:
+        p.error(f"--e2e-model: choose from {', '.join(MODELS)}")
     args.models = [name.strip() for name in args.models.split(",") if name.strip()]
     unknown = sorted(set(args.models) - set(MODELS))
     if unknown:
@@ -246,7 +285,7 @@ def main(argv=None) -> dict:
         report = {"machine": {"cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                               "device": str(device), "torch": torch.__version__,
                               "torchvision": torchvision.__version__, "python": sys.version.split()[0],
-                              "matmul_peak_flops_start": peak_start},
+                              "matmul_peak_flops_start": peak_start, "cpu": bench_e2e.cpu_capability()},
                   "settings": {k: v for k, v in vars(args).items() if k != "out"}}
         report["settings"]["images"] = per_class * args.classes
         phases = report["bench_seconds"] = {}
@@ -255,15 +294,20 @@ def main(argv=None) -> dict:
             started = time.perf_counter()
             report["models"][name] = bench_model(name, args, root, work)
             phases[name] = time.perf_counter() - started
-        started = time.perf_counter()
-        report["scaling"] = scaling(args, root, work)
-        phases["scaling"] = time.perf_counter() - started
-        started = time.perf_counter()
-        tiny = write_dataset(work / "tiny", 3, 12, 32, seed=0, progress=False)  # the CI tiny data
-        startup = m.startup_seconds(tiny, work, args.startup_repeats)
-        phases["startup"] = time.perf_counter() - started
-        startup["extra_seconds"] = startup["facecls_train_seconds"] - startup["import_torch_seconds"]
-        report["startup"] = startup
+        if not args.e2e_only:
+            started = time.perf_counter()
+            report["scaling"] = scaling(args, root, work)
+            phases["scaling"] = time.perf_counter() - started
+            started = time.perf_counter()
+            tiny = write_dataset(work / "tiny", 3, 12, 32, seed=0, progress=False)  # the CI tiny data
+            startup = m.startup_seconds(tiny, work, args.startup_repeats)
+            phases["startup"] = time.perf_counter() - started
+            startup["extra_seconds"] = startup["facecls_train_seconds"] - startup["import_torch_seconds"]
+            report["startup"] = startup
+        if args.e2e:
+            started = time.perf_counter()
+            report["e2e"] = bench_e2e.run_e2e(args, root, work, device)
+            phases["e2e"] = time.perf_counter() - started
         report["machine"]["load_average_1min"] = [load_start, os.getloadavg()[0]]
         peak_end = report["machine"]["matmul_peak_flops_end"] = m.matmul_peak_flops(device, args.matmul_size)
         # Other processes only ever slow the matmul down: the faster measurement is the peak.
