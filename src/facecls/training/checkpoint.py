@@ -116,16 +116,21 @@ class CheckpointWriter:
     def best_path(self) -> Path:
         return self.ckpt_dir / "best.pt"
 
-    def write(self, kind: str, result) -> None:
-        """``kind`` 'best' or 'last'; ``result`` the FitResult so far (history, rng)."""
-        resumable = kind == "last"  # only last.pt carries what resuming needs
-        averaged = self.ema is not None and not resumable
-        weights = cpu_copy(self.ema.model_state(self.model) if averaged else self.model.state_dict())
-        if kind == "best":
-            self._best_state = weights
+    def epoch_finished(self, result, improved: bool) -> None:
+        """Snapshot this epoch's state and hand best.pt (on a new best) and last.pt to the
+        writer thread. ``result`` is the FitResult so far (history, rng). The raw weights are
+        copied once and shared by both files unless best.pt holds the weight average."""
+        raw = cpu_copy(self.model.state_dict())
+        if improved:
+            self._best_state = cpu_copy(self.ema.model_state(self.model)) if self.ema is not None else raw
         if not self.enabled:
             return
-        checkpoint = Checkpoint(
+        if improved:
+            self._submit("best", self._checkpoint(self._best_state, result, resumable=False))
+        self._submit("last", self._checkpoint(raw, result, resumable=True))  # only last.pt can resume
+
+    def _checkpoint(self, weights: dict, result, resumable: bool) -> Checkpoint:
+        return Checkpoint(
             model=weights, config=self.config, classes=self.classes,
             preprocess=self.preprocess, epoch=int(result.history[-1]["epoch"]),
             optimizer=cpu_copy(self.optimizer.state_dict()) if resumable else None,
@@ -133,7 +138,9 @@ class CheckpointWriter:
             early_stopping=dict(self.stopper.state_dict()), history=list(result.history),
             stop_reason=result.stop_reason, rng=result.rng if resumable else None,
             ema=cpu_copy(self.ema.state_dict()) if resumable and self.ema is not None else None)
-        if kind in self._pending:
+
+    def _submit(self, kind: str, checkpoint: Checkpoint) -> None:
+        if kind in self._pending:  # at most one write of each kind in flight
             self._finish(*self._pending.pop(kind))
         path = self.ckpt_dir / f"{kind}.pt"
         self._pending[kind] = (path, self._pool.submit(save_checkpoint, path, checkpoint))

@@ -1,17 +1,17 @@
 """What a run leaves behind: history.csv and the checkpoints after every epoch
 (:class:`RunRecorder`), then the test score of the best checkpoint, metrics.json,
-curves.png and confusion_matrix.png (:func:`finish_run`)."""
+curves.png, confusion_matrix.png, per_class.csv and reliability.png/.csv (:func:`finish_run`)."""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-import torch
-
 from facecls.io import atomic_write_json, atomic_write_text, csv_text
 from facecls.plots import plot_confusion, plot_curves
 from facecls.training.checkpoint import CheckpointWriter
-from facecls.training.engine import EvalSettings, FitResult, evaluate
+from facecls.training.engine import EvalSettings, FitResult
+from facecls.training.metrics import TOP_K
+from facecls.training.scoring import metric_entries, score_split, write_score_files
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +32,7 @@ class RunRecorder:
 
     def epoch_finished(self, result: FitResult, improved: bool) -> None:
         write_history(self.run_dir / "history.csv", result.history)
-        if improved:
-            self.checkpoints.write("best", result)
-        self.checkpoints.write("last", result)
-
-
-def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
-    flat = labels.long() * num_classes + predictions.long()
-    return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
+        self.checkpoints.epoch_finished(result, improved)
 
 
 def finish_run(run_dir: Path, model, trained, data, prepare, settings: EvalSettings, result: FitResult,
@@ -56,6 +49,13 @@ def finish_run(run_dir: Path, model, trained, data, prepare, settings: EvalSetti
         "best_train_loss": best_row["train_loss"] if best_row else None,
         "test_acc": None,
         "test_loss": None,
+        # per-class and calibration summary of the test split (per_class.csv, reliability.png)
+        "test_macro_f1": None,
+        "test_weighted_f1": None,
+        "test_balanced_acc": None,
+        f"test_top{TOP_K}_acc": None,  # only with more than TOP_K classes
+        "test_ece": None,
+        "test_nll": None,
         "epochs_run": len(result.history),
         "stop_reason": result.stop_reason,
         "skipped_files": len(data.skipped),
@@ -63,15 +63,17 @@ def finish_run(run_dir: Path, model, trained, data, prepare, settings: EvalSetti
         "duplicates_across_splits": len(data.duplicates),
         "duplicate_examples": data.duplicates[:10],
         "num_classes": len(data.classes),
+        "classes": list(data.classes),
         "train_size": len(data.train),
         "val_size": len(data.val),
         "test_size": len(data.test),
     }
     if best_weights is not None:
         model.load_state_dict(best_weights)
-        test = evaluate(trained, data.test, prepare, settings, return_predictions=True)
+        test = score_split(trained, data.test, prepare, settings, len(data.classes))
         metrics["test_acc"], metrics["test_loss"] = test["acc"], test["loss"]
-        matrix = confusion_matrix(data.test.labels, test["predictions"], len(data.classes))
+        metrics.update(metric_entries(test, "test"))
+        matrix = write_score_files(run_dir, test, data.test.labels, data.classes, title="Test split ")
         plot_confusion(matrix.numpy(), data.classes, run_dir / "confusion_matrix.png",
                        title=f"Test confusion matrix (accuracy {test['acc']:.3f}, best epoch {result.best_epoch})")
     if result.history:
