@@ -62,3 +62,12 @@ def test_bad_data_folder(layout, tmp_path, cache_env, tiny_faces):
                    cwd=tmp_path, env=cache_env, check=False)
     assert proc.returncode == 2
     assert expected in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_group_choices_include_sub_folders_but_not_shared_blocks():
+    from facecls.config.compose import config_dir
+    from facecls.config.overrides import available_choices
+
+    experiments = available_choices(config_dir(), "experiment")
+    assert "transfer/backbones" in experiments and "s1_2_baseline" in experiments
+    assert available_choices(config_dir(), "data") == ["imagefolder", "lfw", "synthetic"]  # not shared/split_cache

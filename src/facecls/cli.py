@@ -17,12 +17,14 @@ from facecls.config.compose import config_dir, register_resolvers
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("facecls.commands.train", "train"),
     "eval": ("facecls.commands.eval", "eval"),
+    "predict": ("facecls.commands.predict", "predict"),
     "make-data": ("facecls.commands.make_data", "make_data"),
     "rf": ("facecls.commands.rf", "rf"),
     "visualize": ("facecls.commands.visualize", "visualize"),
     "robustness": ("facecls.commands.robustness", "robustness"),
     "summarize": ("facecls.commands.summarize", "summarize"),
     "report": ("facecls.commands.report", "report"),
+    "models": ("facecls.commands.models", "models"),
 }
 
 USAGE = """usage: facecls <command> [overrides] [hydra options]
@@ -30,12 +32,14 @@ USAGE = """usage: facecls <command> [overrides] [hydra options]
 commands:
   train       train a model (default: ConvNet on the built-in synthetic faces)
   eval        score a checkpoint on val and test: facecls eval ckpt=PATH
+  predict     classify new images: facecls predict ckpt=PATH input=FILE_OR_DIR
   make-data   write a dataset to disk: facecls make-data synthetic out=DIR
   rf          receptive field of each conv/pool layer: facecls rf model=convnet
   visualize   look inside a trained model: facecls visualize weights|predictions|attribution ckpt=PATH
   robustness  accuracy under data variations (blur, rotation, …): facecls robustness ckpt=PATH
   summarize   compare runs (a sweep): table + plots: facecls summarize outputs/multirun/<date>/<time>_<id>
   report      run every experiment of the course report, write report.md: facecls report out=DIR
+  models      torchvision backbones for model=feature_extractor|finetune; their nodes: facecls models name=resnet18
 
 `facecls <command> --help` lists its config groups and options."""
 

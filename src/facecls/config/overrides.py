@@ -11,8 +11,12 @@ OPTIONAL_GROUPS = {"experiment", "debug", "hparams_search"}
 
 
 def available_choices(conf_dir: str, group: str) -> list[str]:
+    """The options of a config group: its yaml files, those in sub-folders as `sub/name`
+    (experiment=transfer/backbones). A `shared/` sub-folder holds blocks other files of the
+    group pull in, not options."""
     folder = Path(conf_dir) / group
-    return sorted(p.stem for p in folder.glob("*.yaml"))
+    return sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.yaml")
+                  if "shared" not in p.relative_to(folder).parts[:-1])
 
 
 def _values(override) -> list:

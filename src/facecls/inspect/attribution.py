@@ -4,7 +4,8 @@ Figs. 11–15), computed with Captum on a private copy of the model.
 - ``guided_backprop``: the input gradient with every ReLU passing back only positive
   gradient where its input was positive; drawn as the report's four images (colour, gray,
   positive and negative saliency).
-- ``gradcam``: Grad-CAM on the last Conv2d (a coarse class heat map) and Guided Grad-CAM.
+- ``gradcam``: Grad-CAM on the last Conv2d the forward pass calls (a coarse class heat map)
+  and Guided Grad-CAM.
 - ``integrated_gradients``: gradients averaged along the path from a black image to the
   input, times the input difference; drawn like guided backprop.
 """
@@ -23,6 +24,7 @@ from facecls.config.checks import check_split
 from facecls.errors import UserError
 from facecls.inspect.images import class_name, pick_images, predict, to_picture
 from facecls.io import atomic_write_json
+from facecls.models.tracing import trace_modules
 from facecls.plots import plt, save_figure
 
 log = logging.getLogger(__name__)
@@ -38,9 +40,23 @@ def attribution_copy(model: nn.Module) -> nn.Module:
     return twin
 
 
-def last_conv(model: nn.Module) -> nn.Conv2d:
-    """The last Conv2d of the model: the one with the most semantic, still spatial, output."""
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+# Activations guided backprop cannot guide: Captum changes the backward pass of nn.ReLU only.
+UNGUIDED = (nn.Hardswish, nn.SiLU, nn.GELU, nn.Mish, nn.ELU, nn.LeakyReLU, nn.PReLU, nn.SELU, nn.CELU, nn.Softplus)
+
+
+def unguided_activations(model: nn.Module) -> list[str]:
+    """Names of the model's activation types that guided backprop would pass through unguided."""
+    return sorted({type(m).__name__ for m in model.modules() if isinstance(m, UNGUIDED)})
+
+
+def last_conv(model: nn.Module, x: torch.Tensor | None = None) -> nn.Conv2d:
+    """The last Conv2d of the model: the one with the most semantic, still spatial, output. With
+    an input ``x``: the last one the forward pass calls (a backbone cut early keeps later convs
+    out of its graph, and registration order need not be call order)."""
+    if x is not None:
+        convs = [c.module for c in trace_modules(model, x) if isinstance(c.module, nn.Conv2d)]
+    else:
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise UserError(f"method=gradcam needs a Conv2d layer and {type(model).__name__} has none — "
                         "use method=guided_backprop or method=integrated_gradients.")
@@ -70,17 +86,23 @@ def _quiet_captum():
 
 def guided_backprop(model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
     """Guided-backprop gradient of logit ``target`` w.r.t. ``x`` (same shape as ``x``)."""
+    if unguided := unguided_activations(model):
+        raise UserError(f"guided backprop only guides ReLUs and {type(model).__name__} also uses "
+                        f"{', '.join(unguided)} — use method=gradcam or method=integrated_gradients.")
     with _quiet_captum():
         return _captum().GuidedBackprop(attribution_copy(model)).attribute(_leaf(x), target=target).detach()
 
 
-def gradcam(model: nn.Module, x: torch.Tensor, target: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Grad-CAM map upsampled to the input, 1×1×H×W; Guided Grad-CAM, shaped like ``x``)."""
+def gradcam(model: nn.Module, x: torch.Tensor, target: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(Grad-CAM map upsampled to the input, 1×1×H×W; Guided Grad-CAM, shaped like ``x``, or
+    None where guided backprop cannot guide the model's activations)."""
     attr = _captum()
     twin = attribution_copy(model)
-    layer = last_conv(twin)
+    layer = last_conv(twin, x)
     cam = attr.LayerGradCam(twin, layer).attribute(_leaf(x), target=target, relu_attributions=True)
     cam = attr.LayerAttribution.interpolate(cam.detach(), tuple(x.shape[-2:]), interpolate_mode="bilinear")
+    if unguided_activations(twin):
+        return cam, None
     with _quiet_captum():
         guided = attr.GuidedGradCam(twin, layer).attribute(_leaf(x), target=target, interpolate_mode="bilinear")
     return cam, guided.detach()
@@ -169,9 +191,15 @@ def _guided_backprop_panels(model, x, target, baseline, steps):
 
 def _gradcam_panels(model, x, target, baseline, steps):
     cam, guided = gradcam(model, x, target)
-    drawn = {"Grad-CAM": heatmap_panel(cam), "guided Grad-CAM colour": colour_panel(_array(guided)),
-             "guided Grad-CAM gray": gray_panel(_array(guided))}
-    return {k: v[0] for k, v in drawn.items()}, [f"{k}: {v[1]}" for k, v in drawn.items() if v[1]], {}
+    drawn = {"Grad-CAM": heatmap_panel(cam)}
+    if guided is not None:
+        drawn.update({"guided Grad-CAM colour": colour_panel(_array(guided)),
+                      "guided Grad-CAM gray": gray_panel(_array(guided))})
+    notes = [f"{k}: {v[1]}" for k, v in drawn.items() if v[1]]
+    if guided is None:
+        notes.append(f"guided Grad-CAM left out: guided backprop only guides ReLUs and the model also uses "
+                     f"{', '.join(unguided_activations(model))}")
+    return {k: v[0] for k, v in drawn.items()}, notes, {}
 
 
 def _integrated_gradients_panels(model, x, target, baseline, steps):

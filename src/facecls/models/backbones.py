@@ -1,0 +1,248 @@
+"""Any torchvision classifier as a backbone: names, weights, graph nodes, cutting and freezing.
+
+The general transfer-learning models (:mod:`facecls.models.feature_extractor`,
+:mod:`facecls.models.finetune`) and ``facecls models`` share this module. Everything is
+found from torchvision itself, never from a table per family:
+
+* the models: ``torchvision.models.list_models`` (the classification ones), built with
+  ``get_model`` and filled by :mod:`facecls.models.pretrained` (file, cache, download);
+* the places a model can be cut or frozen: the nodes of its traced graph
+  (``get_graph_node_names``) — every leaf node (``layer3.1.relu_1``) and every module that
+  holds nodes (``layer3``: its last node), plus a few readable aliases (AlexNet's ``conv4``);
+* the classifier: the last ``nn.Linear`` in the traced graph, i.e. the one nearest the output.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import math
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models import get_model, get_model_weights, list_models
+from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+from facecls.data.decode import Preprocess
+from facecls.errors import UserError
+from facecls.models.pretrained import load_pretrained, weights_preprocess
+
+log = logging.getLogger(__name__)
+
+PENULTIMATE = "penultimate"  # the input of the model's classifier
+# Readable names for nodes, per family (the prefix of model.name): the AlexNet paper's blocks
+# (a conv block ends after its ReLU, as in models/alexnet.py) and the ResNet stem.
+ALIASES = {
+    "alexnet": {"conv1": "features.1", "conv2": "features.4", "conv3": "features.7", "conv4": "features.9",
+                "conv5": "features.11", "pool5": "avgpool", "fc6": "classifier.2", "fc7": "classifier.5"},
+    "resnet": {"stem": "maxpool"},
+    "resnext": {"stem": "maxpool"},
+    "wide_resnet": {"stem": "maxpool"},
+    "mobilenet": {"stem": "features.0"},
+    "efficientnet": {"stem": "features.0"},
+}
+
+
+def classifier_names() -> list[str]:
+    """Every classification model torchvision lists (resnet18, vit_b_16, …)."""
+    return list_models(module=torchvision.models)
+
+
+def check_name(name: str) -> str:
+    names = classifier_names()
+    if name not in names:
+        raise UserError(f"unknown model.name '{name}' — choose one of: {', '.join(names)} "
+                        "(`facecls models` lists them with their sizes).")
+    return name
+
+
+def weight_names(name: str) -> list[str]:
+    """The weights a model has, DEFAULT first (DEFAULT is an alias of one of them)."""
+    return ["DEFAULT", *[w.name for w in get_model_weights(name)]]
+
+
+def resolve_weights(name: str, weights: str | None):
+    """``model.weights`` (DEFAULT, IMAGENET1K_V1, …) → the weights enum; None stays None."""
+    if weights is None:
+        return None
+    enum = get_model_weights(name)
+    try:
+        return enum[str(weights)]
+    except KeyError:
+        raise UserError(f"unknown model.weights '{weights}' for {name} — choose one of: "
+                        f"{', '.join(weight_names(name))} (or null for random init).") from None
+
+
+def preprocess_of(name: str, weights: str | None, input_size: int | None) -> Preprocess:
+    """The chosen weights' preprocessing (random init: the DEFAULT weights', so runs compare);
+    ``input_size`` shrinks the crop. decode.py resizes bilinearly; say so where the weights differ."""
+    enum = resolve_weights(check_name(name), weights) or get_model_weights(name).DEFAULT
+    interpolation = getattr(enum.transforms(), "interpolation", None)
+    if interpolation is not None and interpolation.value != "bilinear":
+        _note_interpolation(str(enum), interpolation.value)
+    return weights_preprocess(enum, input_size)
+
+
+@functools.lru_cache(maxsize=None)  # once per weights and process, not at every preprocess call
+def _note_interpolation(weights: str, interpolation: str) -> None:
+    log.info("%s were trained on %s-resized images; facecls resizes bilinearly (with antialias).",
+             weights, interpolation)
+
+
+def build_network(name: str, weights: str | None, pretrained: bool, weights_path: str | None) -> nn.Module:
+    """torchvision's ``name`` with the resolved weights (random init when ``weights`` is null or
+    ``pretrained`` is false — facecls sets that when a checkpoint holds every weight)."""
+    enum = resolve_weights(check_name(name), weights)
+    if weights_path and not (pretrained and enum is not None):
+        raise UserError(f"model.weights_path={weights_path} is set but model.weights=null or "
+                        "model.pretrained=false — drop one of them (weights_path loads pretrained weights).")
+    net = get_model(name, weights=None)
+    if pretrained and enum is not None:
+        load_pretrained(net, enum, weights_path)
+    return net
+
+
+def graph_nodes(net: nn.Module) -> list[str]:
+    """The leaf nodes of ``net``'s traced eval graph, in forward order (the input left out)."""
+    was_training = net.training
+    net.eval()
+    try:
+        return [n for n in get_graph_node_names(net)[1] if n != "x"]
+    finally:
+        net.train(was_training)
+
+
+def node_names(nodes: list[str], name: str) -> list[str]:
+    """Everything ``model.cut``/``model.freeze`` accept, in forward order: aliases, leaf nodes,
+    and module names (each right after its last node)."""
+    last: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        parts = node.split(".")
+        for k in range(1, len(parts)):
+            last[".".join(parts[:k])] = i
+    after: dict[int, list[str]] = {}
+    for prefix, i in sorted(last.items(), key=lambda kv: -kv[0].count(".")):  # deepest first
+        after.setdefault(i, []).append(prefix)
+    ordered = []
+    for i, node in enumerate(nodes):
+        ordered += [node, *after.get(i, [])]
+    return [*aliases_of(name), *ordered]
+
+
+def aliases_of(name: str) -> dict[str, str]:
+    family = next((f for f in sorted(ALIASES, key=len, reverse=True) if name.startswith(f)), None)
+    return ALIASES.get(family, {})
+
+
+def resolve_node(nodes: list[str], name: str, value: str, option: str) -> str:
+    """A cut/freeze name (alias, leaf node or module) → the leaf node it stands for."""
+    target = aliases_of(name).get(value, value)
+    if target in nodes:
+        return target
+    inside = [n for n in nodes if n.startswith(f"{target}.")]
+    if inside:
+        return inside[-1]
+    aliases = aliases_of(name)
+    modules = [n for n in node_names(nodes, name)[len(aliases):] if n not in nodes and n.count(".") <= 1]
+    stages = [*aliases, *modules] or nodes
+    raise UserError(f"unknown {option} '{value}' for {name} — choose one of: {', '.join(stages)}"
+                    f"{', ' + PENULTIMATE if option == 'model.cut' else ''} (every node: facecls models name={name}).")
+
+
+def classifier_node(net: nn.Module, nodes: list[str]) -> tuple[str, nn.Linear]:
+    """The classifier: the last ``nn.Linear`` the traced graph calls (the one nearest the output)."""
+    for node in reversed(nodes):
+        try:
+            module = net.get_submodule(node)
+        except AttributeError:
+            continue  # a functional node (add, flatten, getitem…)
+        if isinstance(module, nn.Linear):
+            return node, module
+    raise UserError(f"{type(net).__name__} has no nn.Linear classifier to replace — use another model.name.")
+
+
+class Cut(nn.Module):
+    """The graph of a network up to one node (create_feature_extractor), returning that node's
+    output; ``pool='avg'`` averages a spatial map (N×C×H×W) or a token sequence (N×L×D)."""
+
+    def __init__(self, net: nn.Module, node: str, pool: str = "avg"):
+        super().__init__()
+        if pool not in ("avg", "none"):
+            raise UserError(f"model.pool={pool} is invalid — choose one of: avg, none.")
+        net.eval()
+        self.body = create_feature_extractor(net, return_nodes={node: "out"})
+        self.node, self.pool = node, pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)["out"]
+        if self.pool == "avg" and out.dim() == 4:
+            return out.mean((2, 3))
+        if self.pool == "avg" and out.dim() == 3:
+            return out.mean(1)
+        return out
+
+
+def cut_network(net: nn.Module, name: str, cut: str, pool: str) -> Cut:
+    """``net`` cut at ``cut`` (a node/module/alias, or penultimate = the classifier's input)."""
+    nodes = graph_nodes(net)
+    if cut == PENULTIMATE:
+        node, _ = classifier_node(net, nodes)
+        net.set_submodule(node, nn.Identity())  # the classifier's output becomes its input
+        return Cut(net, node, pool)
+    return Cut(net, resolve_node(nodes, name, str(cut), "model.cut"), pool)
+
+
+def _fits(module: nn.Module, size: int) -> tuple[int, ...] | None:
+    try:
+        with torch.no_grad():
+            shape = tuple(module(torch.zeros(1, 3, size, size)).shape[1:])
+    except (RuntimeError, ValueError, AssertionError, IndexError):
+        return None
+    return shape if math.prod(shape) > 0 else None
+
+
+def output_shape(module: nn.Module, size: int, default_size: int, what: str) -> tuple[int, ...]:
+    """``module``'s output shape for one size² image; a size it cannot take → one UserError with
+    the smallest size that works (searched up to the weights' own ``default_size``)."""
+    was_training = module.training
+    module.eval()
+    try:
+        shape = _fits(module, size)
+        if shape is not None:
+            return shape
+        low, high = 1, default_size
+        if _fits(module, high) is None:
+            raise UserError(f"model.input_size={size} does not fit {what} — use null for the weights' own "
+                            f"{default_size}.")
+        while low < high:  # the smallest size that fits (larger inputs fit too)
+            mid = (low + high) // 2
+            low, high = (low, mid) if _fits(module, mid) is not None else (mid + 1, high)
+        raise UserError(f"model.input_size={size} is too small for {what} — use model.input_size >= {low}, "
+                        f"or null for the weights' own {default_size}.")
+    finally:
+        module.train(was_training)
+
+
+def init_linear(layer: nn.Linear) -> nn.Linear:
+    """Kaiming-uniform weights and zero bias, as the report's AlexNet heads."""
+    nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def parameters_up_to(net: nn.Module, nodes: list[str], node: str) -> list[str]:
+    """Names of the parameters used at or before ``node`` in forward order. A parameter belongs to
+    the first node of its module: the node itself, a node inside it (ViT's class token is held by
+    the model), or the traced leaf that holds it (torchvision traces Conv2dNormActivation whole)."""
+    stop = nodes.index(node)
+
+    def related(owner: str, n: str) -> bool:
+        return not owner or n == owner or n.startswith(f"{owner}.") or owner.startswith(f"{n}.")
+
+    frozen = []
+    for pname, _ in net.named_parameters():
+        owner = pname.rpartition(".")[0]
+        first = next((i for i, n in enumerate(nodes) if related(owner, n)), None)
+        if first is not None and first <= stop:
+            frozen.append(pname)
+    return frozen

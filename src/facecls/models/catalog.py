@@ -1,0 +1,73 @@
+"""What ``facecls models`` shows: the backbones torchvision offers, and the nodes of one of them.
+
+Nothing here downloads or allocates weights: parameter counts come from the weights' metadata
+(or a model built on the ``meta`` device), node shapes from one forward pass on ``meta`` tensors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchvision.models import get_model, get_model_weights
+from torchvision.models.feature_extraction import create_feature_extractor
+
+from facecls.models.backbones import (
+    aliases_of,
+    check_name,
+    classifier_names,
+    graph_nodes,
+    node_names,
+    resolve_node,
+    resolve_weights,
+    weight_names,
+)
+
+
+@dataclass
+class Backbone:
+    name: str
+    params: int
+    weights: list[str]  # DEFAULT first
+    default: str        # the weights DEFAULT stands for
+    input_size: int     # the DEFAULT weights' crop
+
+
+def _meta_model(name: str) -> torch.nn.Module:
+    with torch.device("meta"):  # shapes without memory or init time, even for vit_h_14
+        return get_model(name, weights=None).eval()
+
+
+def describe(name: str) -> Backbone:
+    default = get_model_weights(name).DEFAULT
+    params = default.meta.get("num_params") or sum(p.numel() for p in _meta_model(name).parameters())
+    return Backbone(name, int(params), weight_names(name), default.name, int(default.transforms().crop_size[0]))
+
+
+def backbones() -> list[Backbone]:
+    """Every classification model torchvision lists, with its size and weights."""
+    return [describe(name) for name in classifier_names()]
+
+
+def node_shapes(name: str, weights: str | None = "DEFAULT", input_size: int | None = None) -> list[tuple[str, str]]:
+    """(name ``model.cut``/``model.freeze`` accept, its output shape C×H×W at ``input_size``
+    — default: the weights' crop), in forward order; aliases show the node they stand for."""
+    enum = resolve_weights(check_name(name), weights) or get_model_weights(name).DEFAULT
+    size = int(input_size or enum.transforms().crop_size[0])
+    net = _meta_model(name)
+    nodes = graph_nodes(net)
+    graph = create_feature_extractor(net, return_nodes={n: n for n in nodes})
+    try:
+        with torch.no_grad():
+            outputs = graph(torch.zeros(1, 3, size, size, device="meta"))
+    except (RuntimeError, ValueError, AssertionError, IndexError) as err:
+        from facecls.errors import UserError
+
+        raise UserError(f"a {size}×{size} image does not fit through {name} ({str(err).splitlines()[0][:100]}) "
+                        "— use a larger input_size.") from None
+
+    def shape(node: str) -> str:
+        value = outputs.get(resolve_node(nodes, name, node, "model.cut"))
+        return "×".join(map(str, value.shape[1:])) if isinstance(value, torch.Tensor) else "—"
+
+    aliases = aliases_of(name)
+    return [(f"{n} (= {aliases[n]})" if n in aliases else n, shape(n)) for n in node_names(nodes, name)]

@@ -1,0 +1,85 @@
+"""Finetuning any torchvision classifier with a new last layer (``model=finetune``).
+
+The general form of the report's section 2.4: the whole ``model.name`` trains with its
+classifier — the last ``nn.Linear`` of its traced graph, found generically — replaced by one
+for our classes. ``model.freeze=<node or module>`` keeps that node and every parameter used
+before it (in forward order) fixed, and the rest of the backbone learns at
+``model.backbone_lr_mult`` × the learning rate.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from facecls.config.checks import check_dropout
+from facecls.errors import UserError
+from facecls.models.backbones import (
+    build_network,
+    classifier_node,
+    graph_nodes,
+    init_linear,
+    output_shape,
+    parameters_up_to,
+    resolve_node,
+)
+from facecls.models.feature_extractor import TorchvisionModel
+
+
+class Finetune(TorchvisionModel):
+    """``name`` with a new classifier; parameters up to ``freeze`` fixed; the backbone at
+    ``backbone_lr_mult`` × the optimizer's learning rate."""
+
+    def __init__(self, num_classes: int, name: str = "resnet18", weights: str | None = "DEFAULT",
+                 freeze: str | None = None, backbone_lr_mult: float = 1.0, dropout: float | None = None,
+                 pretrained: bool = True, weights_path: str | None = None, input_size: int | None = None):
+        super().__init__()
+        if isinstance(backbone_lr_mult, bool) or not float(backbone_lr_mult) > 0:
+            raise UserError(f"model.backbone_lr_mult={backbone_lr_mult} is invalid — use a number > 0 "
+                            "(to keep the whole backbone fixed use model=feature_extractor).")
+        self.net = build_network(name, weights, pretrained, weights_path)
+        nodes = graph_nodes(self.net)
+        self.classifier_name, old = classifier_node(self.net, nodes)
+        self.net.set_submodule(self.classifier_name, init_linear(nn.Linear(old.in_features, num_classes)))
+        if dropout is not None:  # null keeps the model's own dropout
+            p = check_dropout(dropout)
+            for module in self.net.modules():
+                if isinstance(module, nn.Dropout):
+                    module.p = p
+        self.backbone_lr_mult = float(backbone_lr_mult)
+        self.frozen: list[str] = []
+        if freeze is not None:
+            node = resolve_node(nodes, name, str(freeze), "model.freeze")
+            self.frozen = parameters_up_to(self.net, nodes, node)
+            if any(n.startswith(f"{self.classifier_name}.") for n in self.frozen):
+                raise UserError(f"model.freeze={freeze} would freeze the new classifier too — freeze an earlier "
+                                "node, or use model=feature_extractor for a fixed backbone.")
+            for pname in self.frozen:
+                self.net.get_parameter(pname).requires_grad_(False)
+        own = self.preprocess({"name": name, "weights": weights, "input_size": None}).size
+        size = self.preprocess({"name": name, "weights": weights, "input_size": input_size}).size
+        output_shape(self.net, size, own, name)
+
+    def train(self, mode: bool = True):
+        """Frozen normalisation layers keep their running statistics too (eval mode), so a frozen
+        stage is exactly the pretrained one."""
+        super().train(mode)
+        frozen = set(self.frozen)
+        for mname, module in self.net.named_modules():
+            own = [f"{mname}.{p}" if mname else p for p, _ in module.named_parameters(recurse=False)]
+            if getattr(module, "track_running_stats", False) and own and frozen.issuperset(own):
+                module.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """The new classifier at ``lr`` (first, so history.csv's lr column shows it), the trainable
+        rest at ``lr × backbone_lr_mult``; frozen parameters are left out."""
+        head = list(self.net.get_submodule(self.classifier_name).parameters())
+        head_ids = {id(p) for p in head}
+        backbone = [p for p in self.parameters() if p.requires_grad and id(p) not in head_ids]
+        groups = [{"params": head, "lr": lr}]
+        if backbone:
+            groups.append({"params": backbone, "lr": lr * self.backbone_lr_mult})
+        return groups
