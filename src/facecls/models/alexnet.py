@@ -22,8 +22,9 @@ from torchvision.models import AlexNet_Weights, alexnet
 
 from facecls.config.checks import check_dropout
 from facecls.errors import UserError
-from facecls.models.base import FaceModel, TrainingView
+from facecls.models.base import FaceModel
 from facecls.models.pretrained import load_pretrained, weights_preprocess
+from facecls.models.transfer import FrozenBackbone, fc_head, head_and_backbone_groups, init_linear
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,6 @@ def torchvision_alexnet(pretrained: bool, weights_path: str | None) -> nn.Module
     return net
 
 
-def init_linear(layer: nn.Linear) -> nn.Linear:
-    """Kaiming-uniform weights and zero bias, as in the report."""
-    nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
-    nn.init.zeros_(layer.bias)
-    return layer
-
-
 def output_shape(module: nn.Module, input_size: int, what: str) -> tuple[int, ...]:
     """Shape of ``module``'s output for one input_size² image (a too-small input → UserError)."""
     try:
@@ -74,7 +68,7 @@ class _AlexNet(FaceModel):
         return weights_preprocess(WEIGHTS, model_cfg.get("input_size"))
 
 
-class AlexNetFeature(_AlexNet):
+class AlexNetFeature(FrozenBackbone, _AlexNet):
     """Frozen AlexNet up to ``cut`` → flatten → FC ``head`` sizes (ReLU, dropout) → classes."""
 
     def __init__(self, num_classes: int, cut: str = "conv4", head: Sequence[int] = (4096, 4096),
@@ -93,38 +87,10 @@ class AlexNetFeature(_AlexNet):
         size = self.preprocess({"input_size": input_size}).size
         self.feature_shape = output_shape(self.backbone, size, cut)
 
-        fc: list[nn.Module] = [nn.Flatten()]
-        width = math.prod(self.feature_shape)  # the head's input follows the cut
-        for hidden in head:
-            fc += [init_linear(nn.Linear(width, int(hidden))), nn.ReLU(inplace=True)]
-            if p > 0:
-                fc.append(nn.Dropout(p))
-            width = int(hidden)
-        fc.append(init_linear(nn.Linear(width, num_classes)))
-        self.head = nn.Sequential(*fc)
+        self.head = fc_head(math.prod(self.feature_shape), head, p, num_classes)  # the head follows the cut
 
-    def train(self, mode: bool = True):
-        """Train the head only: the frozen backbone always stays in eval mode."""
-        super().train(mode)
-        self.backbone.eval()
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
-
-    def training_view(self, data, prepare, features, augmented: bool) -> TrainingView:
-        """Without train-time augmentation the backbone runs once per split and the head
-        trains on its features; the checkpoint still saves this whole model, so it scores
-        images directly."""
-        if augmented:
-            log.info("Feature cache off: train-time augmentation (aug) changes every image each "
-                     "epoch, so the frozen backbone runs on every batch.")
-            return TrainingView(self, data, prepare)
-        if not self.cache_features:
-            log.info("Feature cache off (model.cache_features=false): the backbone runs on every batch.")
-            return TrainingView(self, data, prepare)
-        # Float inputs pass through the BatchPreparer unchanged (only moved to the device).
-        return TrainingView(self.head, features.features(self.backbone, data, prepare, {"cut": self.cut}), prepare)
+    def feature_identity(self) -> dict:
+        return {"cut": self.cut}
 
 
 class AlexNetFinetune(_AlexNet):
@@ -159,12 +125,4 @@ class AlexNetFinetune(_AlexNet):
         return self.classifier(x)
 
     def param_groups(self, lr: float) -> list[dict]:
-        """The new layer at ``lr`` (first, so history.csv's lr column shows it), the trainable
-        rest of the backbone at ``lr × backbone_lr_mult``; frozen blocks are left out."""
-        head = list(self.get_submodule(NEW_LAYER).parameters())
-        head_ids = {id(p) for p in head}
-        backbone = [p for p in self.parameters() if p.requires_grad and id(p) not in head_ids]
-        groups = [{"params": head, "lr": lr}]
-        if backbone:
-            groups.append({"params": backbone, "lr": lr * self.backbone_lr_mult})
-        return groups
+        return head_and_backbone_groups(self, self.get_submodule(NEW_LAYER), lr, self.backbone_lr_mult)

@@ -223,13 +223,6 @@ def output_shape(module: nn.Module, size: int, default_size: int, what: str) -> 
         module.train(was_training)
 
 
-def init_linear(layer: nn.Linear) -> nn.Linear:
-    """Kaiming-uniform weights and zero bias, as the report's AlexNet heads."""
-    nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
-    nn.init.zeros_(layer.bias)
-    return layer
-
-
 def parameters_up_to(net: nn.Module, nodes: list[str], node: str) -> list[str]:
     """Names of the parameters used at or before ``node`` in forward order. A parameter belongs to
     the first node of its module: the node itself, a node inside it (ViT's class token is held by

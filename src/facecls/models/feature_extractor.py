@@ -13,12 +13,10 @@ import logging
 import math
 from typing import Sequence
 
-import torch
-from torch import nn
-
 from facecls.config.checks import check_dropout
-from facecls.models.backbones import PENULTIMATE, build_network, cut_network, init_linear, output_shape, preprocess_of
-from facecls.models.base import FaceModel, TrainingView
+from facecls.models.backbones import PENULTIMATE, build_network, cut_network, output_shape, preprocess_of
+from facecls.models.base import FaceModel
+from facecls.models.transfer import FrozenBackbone, fc_head
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +29,7 @@ class TorchvisionModel(FaceModel):
         return preprocess_of(str(model_cfg["name"]), model_cfg.get("weights"), model_cfg.get("input_size"))
 
 
-def fc_head(width: int, head: Sequence[int], p: float, num_classes: int) -> nn.Sequential:
-    """Flatten → (Linear → ReLU → Dropout) per ``head`` size → Linear to the classes, Kaiming init."""
-    layers: list[nn.Module] = [nn.Flatten()]
-    for hidden in head:
-        layers += [init_linear(nn.Linear(width, int(hidden))), nn.ReLU(inplace=True)]
-        if p > 0:
-            layers.append(nn.Dropout(p))
-        width = int(hidden)
-    layers.append(init_linear(nn.Linear(width, num_classes)))
-    return nn.Sequential(*layers)
-
-
-class FeatureExtractor(TorchvisionModel):
+class FeatureExtractor(FrozenBackbone, TorchvisionModel):
     """Frozen ``name`` up to ``cut`` (→ global average pool) → FC ``head`` sizes → classes."""
 
     def __init__(self, num_classes: int, name: str = "resnet18", weights: str | None = "DEFAULT",
@@ -63,25 +49,6 @@ class FeatureExtractor(TorchvisionModel):
         self.feature_shape = output_shape(self.backbone, size, own, f"{name} up to {cut}")
         self.head = fc_head(math.prod(self.feature_shape), head, p, num_classes)  # the head follows the cut
 
-    def train(self, mode: bool = True):
-        """Train the head only: the frozen backbone always stays in eval mode."""
-        super().train(mode)
-        self.backbone.eval()
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
-
-    def training_view(self, data, prepare, features, augmented: bool) -> TrainingView:
-        """Without train-time augmentation the backbone runs once per split and the head trains
-        on its features; the checkpoint still saves this whole model, so it scores images."""
-        if augmented:
-            log.info("Feature cache off: train-time augmentation (aug) changes every image each "
-                     "epoch, so the frozen backbone runs on every batch.")
-            return TrainingView(self, data, prepare)
-        if not self.cache_features:
-            log.info("Feature cache off (model.cache_features=false): the backbone runs on every batch.")
-            return TrainingView(self, data, prepare)
-        identity = {"model": self.name, "weights": str(self.weights), "cut": self.cut, "node": self.backbone.node,
-                    "pool": self.pool}
-        return TrainingView(self.head, features.features(self.backbone, data, prepare, identity), prepare)
+    def feature_identity(self) -> dict:
+        return {"model": self.name, "weights": str(self.weights), "cut": self.cut, "node": self.backbone.node,
+                "pool": self.pool}

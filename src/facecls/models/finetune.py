@@ -17,12 +17,12 @@ from facecls.models.backbones import (
     build_network,
     classifier_node,
     graph_nodes,
-    init_linear,
     output_shape,
     parameters_up_to,
     resolve_node,
 )
 from facecls.models.feature_extractor import TorchvisionModel
+from facecls.models.transfer import head_and_backbone_groups, init_linear
 
 
 class Finetune(TorchvisionModel):
@@ -74,12 +74,5 @@ class Finetune(TorchvisionModel):
         return self.net(x)
 
     def param_groups(self, lr: float) -> list[dict]:
-        """The new classifier at ``lr`` (first, so history.csv's lr column shows it), the trainable
-        rest at ``lr × backbone_lr_mult``; frozen parameters are left out."""
-        head = list(self.net.get_submodule(self.classifier_name).parameters())
-        head_ids = {id(p) for p in head}
-        backbone = [p for p in self.parameters() if p.requires_grad and id(p) not in head_ids]
-        groups = [{"params": head, "lr": lr}]
-        if backbone:
-            groups.append({"params": backbone, "lr": lr * self.backbone_lr_mult})
-        return groups
+        return head_and_backbone_groups(self, self.net.get_submodule(self.classifier_name), lr,
+                                        self.backbone_lr_mult)
