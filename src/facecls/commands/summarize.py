@@ -15,7 +15,8 @@ def main(cfg: DictConfig) -> None:
     dirs = [str(d) for d in dirs]
     out = cfg.out if cfg.out is not None else (dirs[0] if dirs else None)
     _, text = write_summary(dirs, out, [str(k) for k in cfg.average_over or []], cfg.sort, cfg.plots,
-                            stale_after_min=cfg.stale_after_min)
+                            stale_after_min=cfg.stale_after_min, compare=cfg.get("compare", "best"),
+                            compare_metric=cfg.get("compare_metric", "test_acc"))
     print(text)
     written = "summary.csv, summary_groups.csv, summary.md" + (", summary.png, curves_overlay.png" if cfg.plots else "")
     print(f"\nWrote {written} to {out}")

@@ -13,7 +13,7 @@ from facecls.data import leakage
 from facecls.data.decode import Preprocess, decode_images
 from facecls.data.mapped import budget_bytes
 from facecls.data.sources import ImageList
-from facecls.data.split import assign_splits
+from facecls.data.split import assign_folds, assign_splits
 from facecls.errors import UserError, instantiate
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,9 @@ def build_data(data_cfg: DictConfig, prep: Preprocess, cache_dir: str | Path | N
     else:
         s = data_cfg.split
         splits = assign_splits(images.files, s.train, s.val, s.test, seed=s.seed)
+    s = data_cfg.get("split") or {}
+    if s.get("folds") is not None:  # k-fold: fold `fold` of the non-test images is the val split
+        splits = assign_folds(images.files, splits, s.folds, s.get("fold", 0), seed=s.get("seed", 0))
     use_cache = cache_dir is not None and data_cfg.get("cache", True)
     # Decode in split order (train, val, test; file order within each): every split is then
     # one block of rows, so its tensor is a view of the decoded pixels, not a second copy.

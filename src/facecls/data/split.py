@@ -3,6 +3,11 @@
 Each file's split depends only on its own path and the split seed, so adding images to a
 class never moves an existing image to another split (no leakage between runs of a growing
 dataset), and the same folder always gives the same split on any machine.
+
+K-fold cross-validation (``data.split.folds=K``, ``data.split.fold=i``) keeps the test split
+as it is and hands every other image one of K folds by a second, independent hash of its
+path: fold i is the validation split, the rest train. The K validation sets are disjoint and
+cover every non-test image once.
 """
 from __future__ import annotations
 
@@ -36,3 +41,30 @@ def assign_splits(files: list[str], train: float, val: float, test: float, seed:
         u = hash_fraction(f, seed)
         out.append("train" if u < train else "val" if u < train + val else "test")
     return out
+
+
+def check_folds(folds, fold) -> tuple[int, int] | None:
+    """``data.split.folds``/``fold`` as ints (None when k-fold is off); a one-line error when out of range."""
+    if folds is None:
+        return None
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise UserError(f"data.split.folds={folds} is invalid — give a whole number >= 2 "
+                        "(or null for one fixed train/val split).")
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
+        raise UserError(f"data.split.fold={fold} is out of range — with data.split.folds={folds} "
+                        f"use 0…{folds - 1} (all folds: -m data.split.fold='range({folds})').")
+    return folds, fold
+
+
+def fold_of(relative_path: str, folds: int, seed: int) -> int:
+    """The fold (0…folds−1) of one file: its own hash, salted so it is independent of the
+    train/val/test draw, so a file keeps its fold when others are added."""
+    return min(int(hash_fraction(f"fold\0{relative_path}", seed) * folds), folds - 1)
+
+
+def assign_folds(files: list[str], splits: list[str], folds: int, fold: int, seed: int) -> list[str]:
+    """K-fold cross-validation over the non-test images: those in fold ``fold`` become 'val',
+    the other non-test ones 'train'; 'test' (and anything else) is left exactly as it was."""
+    check_folds(folds, fold)
+    return [s if s not in ("train", "val") else ("val" if fold_of(f, folds, seed) == fold else "train")
+            for f, s in zip(files, splits)]

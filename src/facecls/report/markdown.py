@@ -9,6 +9,7 @@ from pathlib import Path
 from facecls.io import atomic_write_text
 
 METRIC_COLUMNS = [("best_train_acc", "train acc"), ("best_val_acc", "val acc"), ("test_acc", "test acc"),
+                  ("test_macro_f1", "test macro-F1"),
                   ("best_train_loss", "train loss"), ("best_val_loss", "val loss"), ("test_loss", "test loss"),
                   ("best_epoch", "best epoch"), ("epochs_run", "epochs")]
 

@@ -14,12 +14,12 @@ from facecls.sweeps.table import Group, Summary
 
 def _seed_note(summary: Summary) -> str:
     over = ", ".join(summary.averaged_over) or "repeats"
-    return f"mean ± std over {over}; dots = single runs"
+    return f"mean and 95% t-interval over {over}; dots = single runs"
 
 
 def plot_summary(summary: Summary, path: Path) -> Path:
-    """Horizontal bars per configuration: best validation and test accuracy (mean), the
-    sample std as error bars and each finished run as a dot."""
+    """Horizontal bars per configuration: best validation and test accuracy (mean), the 95%
+    t-interval of the mean as error bars (none with a single run) and each finished run as a dot."""
     groups = summary.groups
     fig, ax = plt.subplots(figsize=(8, 1.4 + 0.55 * len(groups)), layout="constrained")
     y = np.arange(len(groups))
@@ -28,7 +28,9 @@ def plot_summary(summary: Summary, path: Path) -> Path:
                                         (height / 2, "test_acc", "test acc", "tab:orange")):
         stats = [g.stat(metric) for g in groups]
         means = [s.mean if s.mean is not None else 0.0 for s in stats]
-        errors = [s.std or 0.0 for s in stats]
+        # [below, above] extents of each interval from its mean (0 where there is none: n < 2)
+        errors = [[s.mean - s.ci[0] if s.ci else 0.0 for s in stats],
+                  [s.ci[1] - s.mean if s.ci else 0.0 for s in stats]]
         ax.barh(y + offset, means, height, xerr=errors, color=color, alpha=0.75, label=name,
                 error_kw={"capsize": 3, "elinewidth": 1})
         for i, g in enumerate(groups):
@@ -36,7 +38,7 @@ def plot_summary(summary: Summary, path: Path) -> Path:
             values = [v for v in values if v is not None and math.isfinite(v)]
             ax.scatter(values, [i + offset] * len(values), s=10, color="black", zorder=3)
             if stats[i].mean is not None:
-                ax.text(min(stats[i].mean + errors[i] + 0.01, 0.93), i + offset, f"{stats[i].mean:.3f}",
+                ax.text(min(stats[i].mean + errors[1][i] + 0.01, 0.93), i + offset, f"{stats[i].mean:.3f}",
                         va="center", fontsize=7)
     ax.set_yticks(y, [_label(g) for g in groups], fontsize=8)
     ax.invert_yaxis()  # first configuration on top, as in the table

@@ -3,7 +3,9 @@
 Writes into ``out`` (default: the first dir) ``summary.csv`` (one row per run, every
 override a column), ``summary_groups.csv`` (one row per configuration: mean, std, n),
 ``summary.md``, ``summary.png`` and ``curves_overlay.png``, and prints the configuration
-table. Runs that failed, diverged, were interrupted or are still running are listed, not
+table: mean ± std, n and the 95% t-interval of each configuration, and (``compare=``) the paired
+difference of each configuration from a reference one, marked "within noise" when its interval
+includes 0. Runs that failed, diverged, were interrupted or are still running are listed, not
 dropped; only finished runs are averaged. Reads files only, so it works on a sweep while
 it runs.
 """
@@ -18,9 +20,12 @@ import yaml
 
 from facecls.errors import UserError
 from facecls.io import atomic_write_text
+from facecls.sweeps.compare import Comparison, add_to_group_rows, compare_groups, comparison_table
 from facecls.sweeps.figures import plot_curves_overlay, plot_summary
 from facecls.sweeps.runs import read_runs
 from facecls.sweeps.table import (
+    AVERAGED_METRICS,
+    DEFAULT_AVERAGE_OVER,
     SORT_KEYS,
     Summary,
     configuration_table,
@@ -34,6 +39,8 @@ from facecls.sweeps.table import (
     to_csv,
 )
 
+CI_NOTE = ("95% CI: the t-interval of the mean over the runs — where the mean of many more such runs would "
+           "fall, 19 times in 20; it needs n >= 2 and is wide for n < 5.")
 OPTUNA_RESULTS = "optimization_results.yaml"  # written by hydra-optuna-sweeper at the end
 OPTUNA_TRIALS = "optuna_trials.csv"           # written by facecls while the study runs
 
@@ -89,6 +96,8 @@ def _header(summary: Summary) -> list[str]:
     over = ", ".join(summary.averaged_over)
     lines = [f"{len(summary.runs)} runs, {len(summary.groups)} configurations"
              + (f" (mean ± std over {over}; only finished runs are averaged)" if over else "")]
+    if over:
+        lines.append(CI_NOTE)
     if summary.constant:
         lines.append("Same in every run: " + " ".join(f"{k}={shown(v)}" for k, v in summary.constant.items()))
     return lines
@@ -99,8 +108,19 @@ def _problem_lines(summary: Summary) -> list[str]:
             for r in summary.runs if r.status not in ("max_epochs", "early_stopping")]
 
 
-def terminal_report(summary: Summary, optuna: list[OptunaResult]) -> str:
+def _comparison_lines(comparisons: list[Comparison], table) -> list[str]:
+    if not comparisons:
+        return []
+    c = comparisons[0]
+    return [f"Paired comparison of {c.metric} with {c.reference.label} (runs that share "
+            f"{', '.join(c.reference_keys) or 'nothing'}; Δ = configuration − reference):", "",
+            table(*comparison_table(comparisons))]
+
+
+def terminal_report(summary: Summary, optuna: list[OptunaResult], comparisons: list[Comparison] = ()) -> str:
     parts = _header(summary) + ["", text_table(*configuration_table(summary))]
+    if comparisons:
+        parts += ["", *_comparison_lines(comparisons, text_table)]
     problems = _problem_lines(summary)
     if problems:
         parts += ["", "Runs that did not end normally:", *("  " + p for p in problems)]
@@ -109,9 +129,12 @@ def terminal_report(summary: Summary, optuna: list[OptunaResult]) -> str:
     return "\n".join(parts)
 
 
-def markdown_report(summary: Summary, optuna: list[OptunaResult]) -> str:
+def markdown_report(summary: Summary, optuna: list[OptunaResult], comparisons: list[Comparison] = ()) -> str:
     parts = ["# Sweep summary", "", *_header(summary), "", "## Configurations", "",
-             markdown_table(*configuration_table(summary)), "", "![accuracy per configuration](summary.png)",
+             markdown_table(*configuration_table(summary)), ""]
+    if comparisons:
+        parts += ["## Paired comparison", "", *_comparison_lines(comparisons, markdown_table), ""]
+    parts += ["![accuracy per configuration](summary.png)",
              "", "![validation accuracy per epoch](curves_overlay.png)", "", "## Runs", "",
              markdown_table(*runs_table(summary))]
     problems = _problem_lines(summary)
@@ -122,27 +145,32 @@ def markdown_report(summary: Summary, optuna: list[OptunaResult]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def write_summary(dirs: list[str | Path], out: str | Path | None = None, average_over: Iterable[str] = ("seed",),
-                  sort: str | None = None, plots: bool = True, sweep_finished: bool = False,
-                  stale_after_min: float = 30.0) -> tuple[Summary, str]:
+def write_summary(dirs: list[str | Path], out: str | Path | None = None,
+                  average_over: Iterable[str] = DEFAULT_AVERAGE_OVER, sort: str | None = None, plots: bool = True,
+                  sweep_finished: bool = False, stale_after_min: float = 30.0, compare="best",
+                  compare_metric: str = "test_acc") -> tuple[Summary, str]:
     """Read the runs under ``dirs``, write the summary files into ``out``; return the
-    summary and its terminal text."""
+    summary and its terminal text. ``compare``: best | none | a configuration label (the
+    reference of the paired comparison), on ``compare_metric``."""
     if not dirs:
         raise UserError("no run dirs given — facecls summarize outputs/multirun/<date>/<time>_<id> "
                         "[more dirs] (or dirs=[A,B]).")
     if sort is not None and sort not in SORT_KEYS:
         raise UserError(f"sort={sort} — use one of: {', '.join(SORT_KEYS)} (or null: as launched).")
+    if compare_metric not in AVERAGED_METRICS:
+        raise UserError(f"compare_metric={compare_metric} — use one of: {', '.join(AVERAGED_METRICS)}.")
     runs = read_runs(dirs, sweep_finished=sweep_finished, stale_after_min=stale_after_min)
     if not runs:
         raise UserError(f"no run dirs under {', '.join(map(str, dirs))} — a run dir holds metrics.json or "
                         ".hydra/overrides.yaml; pass a run dir or a sweep dir (outputs/multirun/…).")
     summary = summarize_runs(runs, average_over=list(average_over), sort=sort)
+    comparisons = compare_groups(summary, compare, compare_metric)
     optuna = read_optuna(Path(d).expanduser() for d in dirs)
     out = Path(out if out is not None else dirs[0]).expanduser()
     atomic_write_text(out / "summary.csv", to_csv(run_rows(summary)))
-    atomic_write_text(out / "summary_groups.csv", to_csv(group_rows(summary)))
-    atomic_write_text(out / "summary.md", markdown_report(summary, optuna))
+    atomic_write_text(out / "summary_groups.csv", to_csv(add_to_group_rows(group_rows(summary), summary, comparisons)))
+    atomic_write_text(out / "summary.md", markdown_report(summary, optuna, comparisons))
     if plots:
         plot_summary(summary, out / "summary.png")
         plot_curves_overlay(summary, out / "curves_overlay.png")
-    return summary, terminal_report(summary, optuna)
+    return summary, terminal_report(summary, optuna, comparisons)

@@ -1,7 +1,9 @@
 """Compare runs: group them by the overrides that vary, average over seeds, render tables.
 
 A *configuration* is one combination of the varying overrides other than the averaged
-ones (``seed`` by default); its numbers are mean ± sample std over its finished runs.
+ones (``seed`` and ``data.split.fold`` by default); its numbers are mean ± sample std over its
+finished runs, with n and a 95% t-interval of the mean. A paired comparison (``compare=``)
+sets each configuration against a reference one, run by run where they share seed and fold.
 """
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ from typing import Any, Iterable
 
 from facecls.io import csv_text
 from facecls.sweeps.runs import RunRecord
+from facecls.sweeps.stats import t_interval
 
-AVERAGED_METRICS = ("test_acc", "best_val_acc")
-SORT_KEYS = ("test_acc", "best_val_acc")
+AVERAGED_METRICS = ("test_acc", "best_val_acc", "test_macro_f1")
+SORT_KEYS = AVERAGED_METRICS
+DEFAULT_AVERAGE_OVER = ("seed", "data.split.fold")
 RUN_METRICS = ("best_val_acc", "test_acc", "best_epoch", "epochs_run", "wall_seconds")
 
 
@@ -43,11 +47,13 @@ def shown(value: Any) -> str:
 
 @dataclass
 class Stat:
-    """Mean ± sample standard deviation of the values that are numbers."""
+    """Mean ± sample standard deviation of the values that are numbers, and the 95%
+    t-interval of the mean (None with fewer than 2 values)."""
 
     mean: float | None
     std: float | None
     n: int
+    ci: tuple[float, float] | None = None
 
     @classmethod
     def of(cls, values: Iterable[float | None]) -> "Stat":
@@ -55,7 +61,10 @@ class Stat:
         if not numbers:
             return cls(None, None, 0)
         std = statistics.stdev(numbers) if len(numbers) > 1 else None
-        return cls(statistics.fmean(numbers), std, len(numbers))
+        return cls(statistics.fmean(numbers), std, len(numbers), t_interval(numbers))
+
+    def ci_text(self, digits: int = 3) -> str:
+        return "—" if self.ci is None else f"[{self.ci[0]:.{digits}f}, {self.ci[1]:.{digits}f}]"
 
     def text(self, digits: int = 3) -> str:
         if self.mean is None:
@@ -107,7 +116,7 @@ class Summary:
         return self.group_keys + self.averaged_over
 
 
-def summarize_runs(runs: list[RunRecord], average_over: Iterable[str] = ("seed",),
+def summarize_runs(runs: list[RunRecord], average_over: Iterable[str] = DEFAULT_AVERAGE_OVER,
                    sort: str | None = None) -> Summary:
     """Group ``runs`` by the overrides whose value differs between runs (except the
     ``average_over`` keys) and order the groups as first launched, or by ``sort``."""
@@ -160,7 +169,9 @@ def group_rows(summary: Summary) -> list[dict[str, Any]]:
         row.update(runs=len(g.runs), finished=len(g.finished))
         for metric in AVERAGED_METRICS:
             s = g.stat(metric)
-            row.update({f"{metric}_mean": s.mean, f"{metric}_std": s.std, f"{metric}_n": s.n})
+            row.update({f"{metric}_mean": s.mean, f"{metric}_std": s.std, f"{metric}_n": s.n,
+                        f"{metric}_ci95_low": s.ci[0] if s.ci else None,
+                        f"{metric}_ci95_high": s.ci[1] if s.ci else None})
         row["epochs_mean"] = Stat.of(r.metric("epochs_run") for r in g.finished).mean
         row["wall_seconds_mean"] = Stat.of(r.metric("wall_seconds") for r in g.finished).mean
         row["problems"] = g.problems
@@ -176,13 +187,16 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 # ---- tables for people ---------------------------------------------------------------------
 
 def configuration_table(summary: Summary) -> tuple[list[str], list[list[str]]]:
-    headers = [*summary.group_keys, "runs", "test acc", "best val acc", "epochs", "wall s", "problems"]
+    headers = [*summary.group_keys, "runs", "test acc", "best val acc", "n", "test acc 95% CI",
+               "best val acc 95% CI", "test macro-F1", "epochs", "wall s", "problems"]
     rows = []
     for g in summary.groups:
         epochs = Stat.of(r.metric("epochs_run") for r in g.finished).mean
         wall = Stat.of(r.metric("wall_seconds") for r in g.finished).mean
-        rows.append([*(shown(v) for v in g.settings.values()), str(len(g.runs)), g.stat("test_acc").text(),
-                     g.stat("best_val_acc").text(), _number(epochs, 1), _number(wall, 1), g.problems])
+        test, val = g.stat("test_acc"), g.stat("best_val_acc")
+        rows.append([*(shown(v) for v in g.settings.values()), str(len(g.runs)), test.text(), val.text(),
+                     str(test.n), test.ci_text(), val.ci_text(), g.stat("test_macro_f1").text(),
+                     _number(epochs, 1), _number(wall, 1), g.problems])
     return headers, rows
 
 

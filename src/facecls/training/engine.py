@@ -128,26 +128,31 @@ class EpochReporter(Protocol):
 
 @torch.inference_mode()
 def evaluate(net: nn.Module, split, prepare: Callable, settings: EvalSettings,
-             return_predictions: bool = False):
-    """Mean loss and accuracy over a split (and optionally every prediction and its probability).
-    Under DDP each rank scores its share and the sums are all-reduced (not with predictions:
-    those need every image in this process)."""
+             return_predictions: bool = False, return_probabilities: bool = False):
+    """Mean loss and accuracy over a split (and optionally every prediction and its probability;
+    ``return_probabilities`` adds the whole softmax N×C as ``probabilities``, for per-class and
+    calibration metrics). Under DDP each rank scores its share and the sums are all-reduced
+    (not with predictions: those need every image in this process)."""
+    return_predictions = return_predictions or return_probabilities
     was_training = net.training
     net.eval()
     dist = SINGLE if return_predictions else settings.dist
-    total_loss, correct, count, preds, probs = 0.0, 0, 0, [], []
+    total_loss, correct, count, preds, probs, full = 0.0, 0, 0, [], [], []
     for x, y in iterate_batches(split, settings.batch_size, rank=dist.rank, world_size=dist.world_size):
         y = y.to(settings.device, non_blocking=True)
         with settings.autocast():
             logits = net(prepare(x, train=False))
         logits = logits.float()
         total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        p, pred = logits.softmax(1).max(1)
+        softmax = logits.softmax(1)
+        p, pred = softmax.max(1)
         correct += (pred == y).sum().item()
         count += len(y)
         if return_predictions:
             preds.append(pred.cpu())
             probs.append(p.cpu())
+            if return_probabilities:
+                full.append(softmax.cpu())
     net.train(was_training)
     total_loss, correct, count = dist.sum(total_loss, correct, count)
     n = max(count, 1)
@@ -155,6 +160,8 @@ def evaluate(net: nn.Module, split, prepare: Callable, settings: EvalSettings,
     if return_predictions:
         result["predictions"] = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
         result["confidence"] = torch.cat(probs) if probs else torch.empty(0)
+    if return_probabilities:
+        result["probabilities"] = torch.cat(full) if full else torch.empty(0, 0)
     return result
 
 
