@@ -34,15 +34,23 @@ def shard_indices(order: torch.Tensor, rank: int, world_size: int, pad: bool) ->
 
 
 def iterate_batches(split, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                    rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                    rank: int = 0, world_size: int = 1,
+                    balanced: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (inputs, labels) slices; a seeded ``generator`` fixes the shuffled order.
+
+    ``balanced`` (with ``shuffle``, data.sampler=balanced): an epoch draws as many images as
+    the split holds, with replacement, each class equally likely — small classes repeat,
+    large ones are subsampled.
 
     With ``world_size`` > 1 (DDP) only this rank's share is yielded, see
     :func:`shard_indices`: shuffled (training) shares are padded to one
     length so every rank runs the same number of steps; unshuffled (evaluation) ones are not.
     """
     n = len(split)
-    order = torch.randperm(n, generator=generator) if shuffle else None
+    if shuffle and balanced:
+        order = torch.multinomial(class_balanced_weights(split.labels), n, replacement=True, generator=generator)
+    else:
+        order = torch.randperm(n, generator=generator) if shuffle else None
     if world_size > 1:
         order = shard_indices(torch.arange(n) if order is None else order, rank, world_size, pad=shuffle)
         n = len(order)
@@ -52,6 +60,12 @@ def iterate_batches(split, batch_size: int, shuffle: bool = False, generator: to
         else:
             index = order[start:start + batch_size]
             yield split.inputs[index], split.labels[index]
+
+
+def class_balanced_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Per image: 1 / (images of its class), so every class has the same total weight."""
+    counts = torch.bincount(labels)
+    return 1.0 / counts[labels].double()
 
 
 class BatchPreparer:

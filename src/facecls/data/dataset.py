@@ -18,6 +18,8 @@ from facecls.errors import UserError, instantiate
 
 log = logging.getLogger(__name__)
 
+IMBALANCE_WARNING = 5  # largest class / smallest class above this → a warning
+
 
 @dataclass
 class Split:
@@ -126,3 +128,10 @@ def _warn_small_classes(classes: list[str], labels: torch.Tensor) -> None:
     if small:
         log.warning("Class(es) with fewer than 3 images cannot appear in train, val and test: %s — "
                     "add images to them.", ", ".join(small))
+    present = [n for n in counts if n]
+    if present and max(present) > IMBALANCE_WARNING * min(present):
+        big, least = classes[counts.index(max(present))], classes[counts.index(min(present))]
+        log.warning("Imbalanced classes: %s has %d images, %s only %d (more than %d×) — accuracy then "
+                    "favours the large classes; see balanced accuracy and per_class.csv, or try "
+                    "trainer.class_weights=balanced or data.sampler=balanced.", big, max(present), least,
+                    min(present), IMBALANCE_WARNING)

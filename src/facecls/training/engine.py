@@ -91,6 +91,8 @@ class LoopSettings:
     limit_batches: int | float | None = None  # per training epoch: a count, or a fraction of the batches
     dist: DistContext = SINGLE  # DDP: this process's rank; batch_size is then the per-process batch
     mixer: Callable | None = None  # MixUp/CutMix: (images, labels) → (mixed images, label probabilities)
+    class_weights: list[float] | None = None  # cross-entropy weight per class (trainer.class_weights)
+    balanced_sampling: bool = False  # data.sampler=balanced: each class equally likely per draw
 
     @property
     def eval(self) -> EvalSettings:
@@ -180,7 +182,8 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
     validation scores.
     """
     result = FitResult(best_epoch=stopper.best_epoch)
-    criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+    weight = torch.tensor(settings.class_weights, device=settings.device) if settings.class_weights else None
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=settings.label_smoothing)
     scaler = torch.amp.GradScaler(enabled=settings.amp and settings.device.type == "cuda"
                                   and not torch.cuda.is_bf16_supported())
     order = torch.Generator().manual_seed(settings.seed)  # the batch order, reproducible from the seed
@@ -212,7 +215,8 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
         loss_sum = torch.zeros((), dtype=torch.float64, device=settings.device)
         correct = torch.zeros((), dtype=torch.int64, device=settings.device)
         batches = tqdm(iterate_batches(data.train, settings.batch_size, shuffle=True, generator=order,
-                                      rank=settings.dist.rank, world_size=settings.dist.world_size),
+                                      rank=settings.dist.rank, world_size=settings.dist.world_size,
+                                      balanced=settings.balanced_sampling),
                        total=n_batches, desc=f"epoch {epoch}", leave=False, unit="batch", disable=epochs.disable)
         for step, (x, y) in enumerate(batches):
             if step == n_batches:
