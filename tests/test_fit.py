@@ -51,6 +51,10 @@ class Reporter:
 
     def __init__(self):
         self.calls: list[dict] = []
+        self.train_passes = 0  # told before each validation pass (the checkpoint snapshot starts then)
+
+    def train_pass_finished(self) -> None:
+        self.train_passes += 1
 
     def epoch_finished(self, result, improved: bool) -> None:
         self.calls.append({"epoch": result.history[-1]["epoch"], "rows": len(result.history),
@@ -79,6 +83,7 @@ def test_history_reporter_and_weights():
 
     # One report per finished epoch, after its row was added; improved == a new best val_acc.
     assert [(c["epoch"], c["rows"]) for c in reporter.calls] == [(1, 1), (2, 2), (3, 3)]
+    assert reporter.train_passes == 3
     best_so_far = -1.0
     for call, row in zip(reporter.calls, result.history):
         assert call["improved"] == (call["best_epoch"] == call["epoch"])

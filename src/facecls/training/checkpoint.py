@@ -110,34 +110,52 @@ class CheckpointWriter:
         self._best_state: dict | None = None  # the best epoch's weights, in CPU memory
         self.ema = None  # a WeightAverage: best.pt then holds the averaged weights, last.pt both
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint") if enabled else None
+        self._copier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
+        self._snapshot: Future | None = None
         self._pending: dict[str, tuple[Path, Future]] = {}
 
     @property
     def best_path(self) -> Path:
         return self.ckpt_dir / "best.pt"
 
+    def snapshot(self) -> None:
+        """Start copying the epoch's weights, optimizer state and weight average to CPU memory
+        on a helper thread, while the main thread runs the validation pass (which changes
+        none of them); :meth:`epoch_finished` picks the copy up."""
+        self._snapshot = self._copier.submit(self._copy_state)
+
+    def _copy_state(self) -> dict:
+        return {"raw": cpu_copy(self.model.state_dict()),
+                "best": cpu_copy(self.ema.model_state(self.model)) if self.ema is not None else None,
+                "optimizer": cpu_copy(self.optimizer.state_dict()),
+                "ema": cpu_copy(self.ema.state_dict()) if self.ema is not None else None}
+
     def epoch_finished(self, result, improved: bool) -> None:
-        """Snapshot this epoch's state and hand best.pt (on a new best) and last.pt to the
-        writer thread. ``result`` is the FitResult so far (history, rng). The raw weights are
-        copied once and shared by both files unless best.pt holds the weight average."""
-        raw = cpu_copy(self.model.state_dict())
+        """Hand best.pt (on a new best) and last.pt of this epoch to the writer thread.
+        ``result`` is the FitResult so far (history, rng). The raw weights are copied once and
+        shared by both files unless best.pt holds the weight average."""
+        state = self._snapshot.result() if self._snapshot is not None else self._copy_state()
+        self._snapshot = None
+        # The scheduler stepped after the snapshot: the learning rates in the optimizer's state
+        # are those of the coming epoch now (plain numbers, no tensors to copy).
+        state["optimizer"]["param_groups"] = copy.deepcopy(self.optimizer.state_dict()["param_groups"])
         if improved:
-            self._best_state = cpu_copy(self.ema.model_state(self.model)) if self.ema is not None else raw
+            self._best_state = state["best"] if state["best"] is not None else state["raw"]
         if not self.enabled:
             return
         if improved:
-            self._submit("best", self._checkpoint(self._best_state, result, resumable=False))
-        self._submit("last", self._checkpoint(raw, result, resumable=True))  # only last.pt can resume
+            self._submit("best", self._checkpoint(self._best_state, result, None, None))
+        self._submit("last", self._checkpoint(state["raw"], result, state["optimizer"], state["ema"]))
 
-    def _checkpoint(self, weights: dict, result, resumable: bool) -> Checkpoint:
+    def _checkpoint(self, weights: dict, result, optimizer: dict | None, ema: dict | None) -> Checkpoint:
+        """best.pt (no optimizer: for inference) or last.pt (with all a resume needs)."""
+        resumable = optimizer is not None
         return Checkpoint(
             model=weights, config=self.config, classes=self.classes,
-            preprocess=self.preprocess, epoch=int(result.history[-1]["epoch"]),
-            optimizer=cpu_copy(self.optimizer.state_dict()) if resumable else None,
+            preprocess=self.preprocess, epoch=int(result.history[-1]["epoch"]), optimizer=optimizer,
             scheduler=copy.deepcopy(self.scheduler.state_dict()) if resumable and self.scheduler is not None else None,
             early_stopping=dict(self.stopper.state_dict()), history=list(result.history),
-            stop_reason=result.stop_reason, rng=result.rng if resumable else None,
-            ema=cpu_copy(self.ema.state_dict()) if resumable and self.ema is not None else None)
+            stop_reason=result.stop_reason, rng=result.rng if resumable else None, ema=ema)
 
     def _submit(self, kind: str, checkpoint: Checkpoint) -> None:
         if kind in self._pending:  # at most one write of each kind in flight
@@ -156,6 +174,7 @@ class CheckpointWriter:
         try:
             self.wait()
         finally:
+            self._copier.shutdown(wait=True)
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
 

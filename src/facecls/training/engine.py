@@ -125,6 +125,10 @@ class ResumePoint:
 class EpochReporter(Protocol):
     """Receives each finished epoch (rank 0 only): writes history.csv, checkpoints, trackers."""
 
+    def train_pass_finished(self) -> None:
+        """The epoch's weights are final (validation comes next and changes none): a
+        checkpoint snapshot can be taken now, beside the validation pass."""
+
     def epoch_finished(self, result: FitResult, improved: bool) -> None: ...
 
 
@@ -255,6 +259,8 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
         if result.stop_reason not in ("interrupted", "diverged") and check_every > 1 and \
                 settings.dist.any(not torch.isfinite(loss_sum)):
             result.stop_reason = "diverged"
+        if result.stop_reason not in ("interrupted", "diverged") and reporter is not None and settings.dist.is_main:
+            reporter.train_pass_finished()
         if result.stop_reason == "interrupted":
             log.warning("%s received during epoch %d: stopping; the unfinished epoch is dropped.",
                         stop.requested, epoch)

@@ -30,6 +30,9 @@ class RunRecorder:
     def __init__(self, run_dir: Path, checkpoints: CheckpointWriter):
         self.run_dir, self.checkpoints = Path(run_dir), checkpoints
 
+    def train_pass_finished(self) -> None:
+        self.checkpoints.snapshot()
+
     def epoch_finished(self, result: FitResult, improved: bool) -> None:
         write_history(self.run_dir / "history.csv", result.history)
         self.checkpoints.epoch_finished(result, improved)
