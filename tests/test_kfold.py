@@ -90,3 +90,10 @@ def test_three_fold_sweep_summarizes_into_one_row(tmp_path, tiny_faces, cache_en
     # the three validation folds together are every non-test image, once
     assert sum(m["val_size"] for m in metrics) == 36 - metrics[0]["test_size"]
     assert {m["train_size"] + m["val_size"] for m in metrics} == {36 - metrics[0]["test_size"]}
+
+
+def test_kfold_experiment_preset_composes_five_folds():
+    from facecls.config.compose import compose
+
+    cfg = compose("train", ["experiment=compare/kfold5"])
+    assert cfg.data.split.folds == 5
