@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
@@ -26,11 +26,19 @@ from facecls.errors import UserError
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: images are turned upright by their EXIF orientation
 # A truncated JPEG must be reported as broken, not silently padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Huge images are decoded (draft mode keeps it cheap); only absurd ones are refused.
 Image.MAX_IMAGE_PIXELS = 20_000 * 20_000
+HEIF_SUFFIXES = (".heic", ".heif", ".hif")
+try:  # HEIC/HEIF (phone photos) through the optional extra: pip install 'facecls[heif]'
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    HEIF = True
+except ImportError:
+    HEIF = False
 
 
 @dataclass(frozen=True)
@@ -60,14 +68,22 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path: str | os.PathLike, prep: Preprocess) -> torch.Tensor:
-    """Decode one file to a uint8 tensor 3×size×size. Raises on unreadable files."""
+def load_image(path: str | os.PathLike, prep: Preprocess, notes: set | None = None) -> torch.Tensor:
+    """Decode one file to a uint8 tensor 3×size×size, upright as a photo viewer shows it (the
+    EXIF orientation applied), the first frame of a multi-frame file (noted in ``notes``).
+    Raises on unreadable files."""
+    if not HEIF and str(path).lower().endswith(HEIF_SUFFIXES):
+        raise UserError("HEIC/HEIF photos need the pillow-heif extra — pip install 'facecls[heif]'")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PIL's palette/EXIF chatter is not the user's problem
         with Image.open(path) as image:
+            if notes is not None and getattr(image, "n_frames", 1) > 1:
+                notes.add("multi-frame")
             target = prep.resize or prep.size
             image.draft("RGB", (target, target))  # JPEG: decode big photos at reduced scale
-            image = to_rgb(image)
+            # Cameras often store the pixels sideways with an orientation tag: apply it, so a
+            # sideways face is never trained on.
+            image = to_rgb(ImageOps.exif_transpose(image))
     if prep.resize is None:
         image = TF.resize(image, [prep.size, prep.size], antialias=True)
     else:
@@ -92,10 +108,11 @@ def _decode_all(root: Path, files: list[str], prep: Preprocess, progress: bool |
     """Decode every file into ``out`` (a new tensor when None); unreadable rows stay zero."""
     images = torch.zeros((len(files), 3, prep.size, prep.size), dtype=torch.uint8) if out is None else out
     skipped: dict[str, str] = {}
+    notes: set[str] = set()
 
     def work(i: int) -> None:
         try:
-            images[i] = load_image(root / files[i], prep)
+            images[i] = load_image(root / files[i], prep, notes)
         except Exception as err:  # any unreadable file is skipped and reported, never fatal
             skipped[files[i]] = f"{type(err).__name__}: {err}".splitlines()[0][:200]
 
@@ -103,6 +120,8 @@ def _decode_all(root: Path, files: list[str], prep: Preprocess, progress: bool |
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         list(tqdm(pool.map(work, range(len(files))), total=len(files), desc="decoding images",
                   unit="img", disable=None if progress is None else not progress, leave=False))
+    if "multi-frame" in notes:
+        log.info("Some files hold several frames (animated GIF/WebP, multi-page TIFF): their first frame is used.")
     keep = torch.tensor([f not in skipped for f in files], dtype=torch.bool)
     return images, keep, skipped
 

@@ -18,7 +18,9 @@ from facecls.errors import UserError
 
 def hash_fraction(relative_path: str, seed: int) -> float:
     """A number in [0, 1) fixed by the path and seed (uniform over paths)."""
-    digest = hashlib.sha256(f"{seed}\0{relative_path}".encode()).digest()
+    # The raw bytes of the name (a name from another encoding keeps its bytes through
+    # surrogateescape); for UTF-8 names these are the UTF-8 bytes, so splits never move.
+    digest = hashlib.sha256(f"{seed}\0{relative_path}".encode("utf-8", "surrogateescape")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 

@@ -1,0 +1,87 @@
+"""Real photo folders: camera orientation, other formats, multi-frame files, HEIC without its
+extra, and file names that are not UTF-8 (files the tests write)."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facecls.data import decode
+from facecls.data.decode import Preprocess, decode_images, load_image
+from facecls.data.split import assign_splits, hash_fraction
+from facecls.errors import UserError
+
+PREP = Preprocess(size=16)
+
+
+def pattern() -> Image.Image:
+    """An asymmetric 24×16 RGB picture: any rotation or flip changes it."""
+    array = np.zeros((16, 24, 3), dtype=np.uint8)
+    array[:, :8, 0] = 250          # a red band on the left
+    array[:4, :, 1] = 200          # a green band at the top
+    array[10:, 20:, 2] = 255       # a blue corner at the bottom right
+    return Image.fromarray(array)
+
+
+def test_exif_orientation_is_applied_as_a_photo_viewer_would(tmp_path):
+    upright = pattern()
+    upright.save(tmp_path / "upright.png")
+    # Stored sideways with orientation 6 ("turn 90° clockwise to show"): the camera's way.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "sideways.png", exif=exif.tobytes())
+    assert Image.open(tmp_path / "sideways.png").size == (16, 24)  # the pixels on disk are sideways
+    assert torch.equal(load_image(tmp_path / "sideways.png", PREP), load_image(tmp_path / "upright.png", PREP))
+    # without the tag the same pixels would decode differently (the test can tell)
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "untagged.png")
+    assert not torch.equal(load_image(tmp_path / "untagged.png", PREP), load_image(tmp_path / "upright.png", PREP))
+
+
+def test_webp_tiff_and_16_bit_png_decode(tmp_path):
+    picture = pattern()
+    picture.save(tmp_path / "a.png")
+    picture.save(tmp_path / "a.webp", lossless=True)
+    picture.save(tmp_path / "a.tiff")
+    reference = load_image(tmp_path / "a.png", PREP)
+    assert torch.equal(load_image(tmp_path / "a.webp", PREP), reference)
+    assert torch.equal(load_image(tmp_path / "a.tiff", PREP), reference)
+    deep = (np.asarray(picture.convert("L"), dtype=np.uint16) * 257)  # 16-bit gray
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    out = load_image(tmp_path / "deep.png", PREP)
+    assert out.shape == (3, 16, 16) and out.dtype == torch.uint8 and int(out.max()) > 200
+
+
+def test_multi_frame_files_use_their_first_frame_and_say_so(tmp_path, caplog):
+    first, second = pattern(), pattern().transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    first.save(tmp_path / "anim.gif", save_all=True, append_images=[second])
+    first.save(tmp_path / "still.gif")
+    with caplog.at_level(logging.INFO, logger="facecls.data.decode"):
+        images, keep, skipped = decode_images(tmp_path, ["anim.gif", "still.gif"], PREP, None, progress=False)
+    assert bool(keep.all()) and not skipped and torch.equal(images[0], images[1])
+    assert caplog.text.count("their first frame is used") == 1
+
+
+@pytest.mark.skipif(decode.HEIF, reason="pillow-heif is installed: HEIC files decode")
+def test_heic_without_the_extra_is_skipped_with_a_line_naming_it(tmp_path):
+    pattern().save(tmp_path / "fine.png")
+    (tmp_path / "phone.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))
+    with pytest.raises(UserError, match=r"pip install 'facecls\[heif\]'"):
+        load_image(tmp_path / "phone.HEIC", PREP)
+    _, keep, skipped = decode_images(tmp_path, ["fine.png", "phone.HEIC"], PREP, None, progress=False)
+    assert keep.tolist() == [True, False] and "facecls[heif]" in skipped["phone.HEIC"]
+
+
+def test_split_hash_takes_raw_bytes_and_keeps_every_utf8_name_where_it_was():
+    # unchanged for names that worked before (the old formula encoded str as UTF-8)
+    for name in ("alice/001.jpg", "Zoë/été.png", "李小龙/1.jpg"):
+        old = int.from_bytes(hashlib.sha256(f"0\0{name}".encode()).digest()[:8], "big") / 2**64
+        assert hash_fraction(name, 0) == old
+    latin1 = os.fsdecode(b"ren\xe9/caf\xe9.jpg")  # bytes from another encoding, as os.walk gives them
+    assert 0 <= hash_fraction(latin1, 0) < 1
+    assert assign_splits([latin1, "a/1.jpg"], 0.7, 0.15, 0.15, seed=0)[1] == assign_splits(["a/1.jpg"], 0.7, 0.15,
+                                                                                              0.15, seed=0)[0]
