@@ -85,3 +85,16 @@ def test_split_hash_takes_raw_bytes_and_keeps_every_utf8_name_where_it_was():
     assert 0 <= hash_fraction(latin1, 0) < 1
     assert assign_splits([latin1, "a/1.jpg"], 0.7, 0.15, 0.15, seed=0)[1] == assign_splits(["a/1.jpg"], 0.7, 0.15,
                                                                                               0.15, seed=0)[0]
+
+
+def test_names_in_any_script_or_encoding_reach_csv_json_and_figures(tmp_path):
+    from facecls.io import atomic_write_json, atomic_write_text, csv_text
+    from facecls.plots import display_name, plot_confusion
+
+    names = ["Zoë Ångström", "李小龙", os.fsdecode(b"ren\xe9"), "-dash", "new\nline", 'quo"te,comma']
+    text = atomic_write_text(tmp_path / "t.csv", csv_text(["class"], [[n] for n in names])).read_text("utf-8")
+    assert "Zoë Ångström" in text and "李小龙" in text and "ren\\udce9" in text and '"quo""te,comma"' in text
+    atomic_write_json(tmp_path / "t.json", {"classes": names})
+    assert "\\udce9" in (tmp_path / "t.json").read_text()
+    png = plot_confusion(np.eye(len(names), dtype=int), names, tmp_path / "cm.png")
+    assert Image.open(png).size[0] > 100 and display_name(names[2]) == "ren\\udce9"

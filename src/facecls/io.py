@@ -22,7 +22,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
+        # A file name from another encoding (kept by Python as surrogates) is written as
+        # \udcxx escapes: the text stays valid UTF-8 and never fails on a name.
+        text = {"encoding": "utf-8", "newline": "", "errors": "backslashreplace"}
+        with os.fdopen(fd, mode, **({} if "b" in mode else text)) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())

@@ -8,6 +8,19 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import font_manager  # noqa: E402
+
+# Class names come from folder names, in any script: each glyph is drawn with the first of
+# these fonts that has it (matplotlib's per-glyph fallback), among those this machine has.
+FONT_FALLBACK = ("DejaVu Sans", "Noto Sans", "Noto Sans CJK JP", "Noto Sans CJK SC", "WenQuanYi Zen Hei",
+                 "Noto Sans Arabic", "Noto Sans Devanagari", "Noto Sans Hebrew", "Noto Sans Thai")
+_installed = {font.name for font in font_manager.fontManager.ttflist}
+plt.rcParams["font.family"] = [f for f in FONT_FALLBACK if f in _installed] or plt.rcParams["font.family"]
+
+
+def display_name(name: str) -> str:
+    """A name as figures show it: bytes of another encoding as \\xNN-style escapes."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -44,8 +57,9 @@ def plot_confusion(matrix, classes: list[str], path: Path, title: str = "Test co
     size = max(4.0, 0.45 * n + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size))
     image = ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(n), classes, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(n), classes, fontsize=8)
+    names = [display_name(c) for c in classes]
+    ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(n), names, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
