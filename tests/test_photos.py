@@ -98,3 +98,32 @@ def test_names_in_any_script_or_encoding_reach_csv_json_and_figures(tmp_path):
     assert "\\udce9" in (tmp_path / "t.json").read_text()
     png = plot_confusion(np.eye(len(names), dtype=int), names, tmp_path / "cm.png")
     assert Image.open(png).size[0] > 100 and display_name(names[2]) == "ren\\udce9"
+
+
+def test_a_resized_recompressed_copy_in_another_split_is_reported_and_dropped(tmp_path, tiny_faces, cache_env):
+    import shutil
+
+    from helpers import TINY, read_json, run_cli
+
+    root = tmp_path / "faces"
+    for split in ("train", "val", "test"):
+        shutil.copytree(tiny_faces, root / split)  # every class in every split…
+    for split, keep in (("train", slice(0, 8)), ("val", slice(8, 10)), ("test", slice(10, 12))):
+        for class_dir in (root / split).iterdir():
+            for f in sorted(class_dir.iterdir())[:keep.start] + sorted(class_dir.iterdir())[keep.stop:]:
+                f.unlink()  # …with its own images: no copies so far
+    source = sorted((root / "train").iterdir())[0]
+    original = sorted(source.iterdir())[0]
+    image = Image.open(original).convert("RGB")
+    copy = root / "test" / source.name / "copy_of_a_train_image.jpg"
+    image.resize((image.width * 3 // 4, image.height * 3 // 4)).save(copy, quality=60)  # resized + recompressed
+
+    for drop in ("false", "true"):
+        run_cli("train", "data=imagefolder", f"data.root={root}", *TINY, "trainer.max_epochs=1",
+                f"data.drop_duplicates={drop}", f"hydra.run.dir={tmp_path / drop}", cwd=tmp_path, env=cache_env)
+    kept, dropped = read_json(tmp_path / "false" / "metrics.json"), read_json(tmp_path / "true" / "metrics.json")
+    assert kept["duplicates_across_splits"] == 0 and kept["near_duplicates_across_splits"] >= 1
+    example = " ".join(kept["near_duplicate_examples"][0])
+    assert "copy_of_a_train_image.jpg" in example and original.name in example
+    assert dropped["test_size"] == kept["test_size"] - 1
+    assert "near-duplicate image(s)" in (tmp_path / "false" / "train.log").read_text()

@@ -44,6 +44,7 @@ class DataBundle:
     preprocess: Preprocess
     skipped: dict[str, str] = field(default_factory=dict)
     duplicates: list[list[str]] = field(default_factory=list)  # same pixels in several splits
+    near_duplicates: list[list[str]] = field(default_factory=list)  # resized/recompressed copies across splits
 
     def split(self, name: str) -> Split:
         return getattr(self, name)
@@ -96,8 +97,14 @@ def build_data(data_cfg: DictConfig, prep: Preprocess, cache_dir: str | Path | N
     kept_files = [images.files[i] for i in kept]
     hashes = leakage.pixel_hashes(pixels)
     duplicates = leakage.cross_split_duplicates(hashes, kept_splits, kept_files)
-    dropped = leakage.leaking_rows(hashes, kept_splits) if data_cfg.get("drop_duplicates") else set()
+    near = leakage.near_duplicate_groups(pixels, kept_splits, kept_files, hashes)
+    dropped, near_dropped = set(), set()
+    if data_cfg.get("drop_duplicates"):
+        dropped = leakage.leaking_rows(hashes, kept_splits)
+        near_dropped = leakage.leaking_near_rows(near, kept_splits, kept_files) - dropped
     leakage.report(duplicates, len(dropped))
+    leakage.report(near, len(near_dropped), what="near-duplicate image(s) (resized, recompressed or cropped copies)")
+    dropped |= near_dropped
     kept_splits = [("dropped" if j in dropped else s) for j, s in enumerate(kept_splits)]
     _warn_small_classes(images.classes, labels)
     parts = {}
@@ -119,7 +126,7 @@ def build_data(data_cfg: DictConfig, prep: Preprocess, cache_dir: str | Path | N
              len(images.classes), len(parts["train"]), len(parts["val"]), len(parts["test"]),
              prep.size, prep.size, images.root)
     return DataBundle(**parts, classes=images.classes, root=images.root, preprocess=prep,
-                      skipped=skipped, duplicates=duplicates)
+                      skipped=skipped, duplicates=duplicates, near_duplicates=near)
 
 
 def _warn_small_classes(classes: list[str], labels: torch.Tensor) -> None:

@@ -65,6 +65,8 @@ def finish_run(run_dir: Path, model, trained, data, prepare, settings: EvalSetti
         "skipped": data.skipped,
         "duplicates_across_splits": len(data.duplicates),
         "duplicate_examples": data.duplicates[:10],
+        "near_duplicates_across_splits": len(data.near_duplicates),
+        "near_duplicate_examples": data.near_duplicates[:10],
         "num_classes": len(data.classes),
         "classes": list(data.classes),
         "train_size": len(data.train),
