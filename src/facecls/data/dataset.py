@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from facecls.config.checks import SPLITS
 from facecls.data import leakage
 from facecls.data.decode import Preprocess, decode_images
+from facecls.data.faces import FaceCrop
 from facecls.data.mapped import budget_bytes
 from facecls.data.sources import ImageList
 from facecls.data.split import assign_folds, assign_splits
@@ -81,9 +82,10 @@ def build_data(data_cfg: DictConfig, prep: Preprocess, cache_dir: str | Path | N
     # one block of rows, so its tensor is a view of the decoded pixels, not a second copy.
     order = sorted(range(len(images.files)),
                    key=lambda i: SPLITS.index(splits[i]) if splits[i] in SPLITS else len(SPLITS))
+    faces = FaceCrop(**data_cfg.get("faces", {}))
     pixels, keep, skipped = decode_images(images.root, [images.files[i] for i in order], prep,
                                           Path(cache_dir) if use_cache else None, progress,
-                                          max_bytes=budget_bytes(data_cfg.get("cache_max_gb", "auto")))
+                                          max_bytes=budget_bytes(data_cfg.get("cache_max_gb", "auto")), faces=faces)
     if skipped:
         shown = "; ".join(f"{f} ({why})" for f, why in list(skipped.items())[:10])
         more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""

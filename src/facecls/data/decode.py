@@ -22,6 +22,7 @@ from PIL import Image, ImageFile, ImageOps
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
+from facecls.data.faces import SEARCH_SIZE, Detector, FaceCrop
 from facecls.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -68,10 +69,21 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path: str | os.PathLike, prep: Preprocess, notes: set | None = None) -> torch.Tensor:
+def open_upright(path: str | os.PathLike) -> Image.Image:
+    """The whole image, upright (EXIF orientation applied), 8-bit RGB, first frame."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Image.open(path) as image:
+            return to_rgb(ImageOps.exif_transpose(image))
+
+
+def load_image(path: str | os.PathLike, prep: Preprocess, notes: set | None = None, detector=None,
+               boxes: dict | None = None) -> torch.Tensor:
     """Decode one file to a uint8 tensor 3×size×size, upright as a photo viewer shows it (the
     EXIF orientation applied), the first frame of a multi-frame file (noted in ``notes``).
-    Raises on unreadable files."""
+    With a face ``detector`` (facecls.data.faces.Detector) the largest face is cropped first
+    and its box stored in ``boxes[path]``. Raises on unreadable files (and, with on_miss=skip,
+    on images without a face)."""
     if not HEIF and str(path).lower().endswith(HEIF_SUFFIXES):
         raise UserError("HEIC/HEIF photos need the pillow-heif extra — pip install 'facecls[heif]'")
     with warnings.catch_warnings():
@@ -80,10 +92,16 @@ def load_image(path: str | os.PathLike, prep: Preprocess, notes: set | None = No
             if notes is not None and getattr(image, "n_frames", 1) > 1:
                 notes.add("multi-frame")
             target = prep.resize or prep.size
+            if detector is not None:  # the face is a part of the photo: keep enough pixels to find and crop it
+                target = max(target, SEARCH_SIZE)
             image.draft("RGB", (target, target))  # JPEG: decode big photos at reduced scale
             # Cameras often store the pixels sideways with an orientation tag: apply it, so a
             # sideways face is never trained on.
             image = to_rgb(ImageOps.exif_transpose(image))
+    if detector is not None:
+        image, box = detector(image)
+        if boxes is not None:
+            boxes[str(path)] = box
     if prep.resize is None:
         image = TF.resize(image, [prep.size, prep.size], antialias=True)
     else:
@@ -91,9 +109,11 @@ def load_image(path: str | os.PathLike, prep: Preprocess, notes: set | None = No
     return TF.pil_to_tensor(image)
 
 
-def cache_key(root: Path, files: list[str], prep: Preprocess) -> str:
-    """Identity of the decoded tensor: every file's path, size and mtime, plus the resize."""
-    h = hashlib.sha256(json.dumps([CACHE_VERSION, str(root.resolve()), prep.size, prep.resize]).encode())
+def cache_key(root: Path, files: list[str], prep: Preprocess, faces: FaceCrop | None = None) -> str:
+    """Identity of the decoded tensor: every file's path, size and mtime, the resize and the
+    face-cropping settings."""
+    crop = faces.key() if faces is not None else []
+    h = hashlib.sha256(json.dumps([CACHE_VERSION, str(root.resolve()), prep.size, prep.resize, *crop]).encode())
     for f in files:
         try:
             st = (root / f).stat()
@@ -104,30 +124,38 @@ def cache_key(root: Path, files: list[str], prep: Preprocess) -> str:
 
 
 def _decode_all(root: Path, files: list[str], prep: Preprocess, progress: bool | None,
-                out: torch.Tensor | None = None):
-    """Decode every file into ``out`` (a new tensor when None); unreadable rows stay zero."""
+                out: torch.Tensor | None = None, faces: FaceCrop | None = None):
+    """Decode every file into ``out`` (a new tensor when None); unreadable rows stay zero.
+    Returns (images, keep, skipped, {file: face box})."""
     images = torch.zeros((len(files), 3, prep.size, prep.size), dtype=torch.uint8) if out is None else out
     skipped: dict[str, str] = {}
     notes: set[str] = set()
+    detector = Detector(faces) if faces is not None and faces.active else None
+    boxes: dict[str, tuple | None] = {}
 
     def work(i: int) -> None:
         try:
-            images[i] = load_image(root / files[i], prep, notes)
+            images[i] = load_image(root / files[i], prep, notes, detector, boxes)
         except Exception as err:  # any unreadable file is skipped and reported, never fatal
             skipped[files[i]] = f"{type(err).__name__}: {err}".splitlines()[0][:200]
 
     # PIL releases the GIL while decoding and resizing, so threads use every core.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        list(tqdm(pool.map(work, range(len(files))), total=len(files), desc="decoding images",
+        list(tqdm(pool.map(work, range(len(files))), total=len(files),
+                  desc="detecting faces and decoding" if detector else "decoding images",
                   unit="img", disable=None if progress is None else not progress, leave=False))
     if "multi-frame" in notes:
         log.info("Some files hold several frames (animated GIF/WebP, multi-page TIFF): their first frame is used.")
     keep = torch.tensor([f not in skipped for f in files], dtype=torch.bool)
-    return images, keep, skipped
+    if detector is not None:
+        log.info("Faces: %d of %d images cropped to their largest face", sum(b is not None for b in boxes.values()),
+                 len(files))
+    boxes = {os.path.relpath(path, root): box for path, box in boxes.items()}
+    return images, keep, skipped, boxes
 
 
 def decode_images(root: Path, files: list[str], prep: Preprocess, cache_dir: Path | None,
-                  progress: bool | None = None, max_bytes: int | None = None):
+                  progress: bool | None = None, max_bytes: int | None = None, faces: FaceCrop | None = None):
     """Return (uint8 images N×3×S×S of the readable files, keep mask over ``files``,
     {skipped file: reason}). Re-uses ``cache_dir/tensors/<key>.pt`` when present.
 
@@ -143,7 +171,7 @@ def decode_images(root: Path, files: list[str], prep: Preprocess, cache_dir: Pat
                         "there is no disk cache to keep them in — set data.cache=true (or raise data.cache_max_gb).")
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / "tensors" / f"{cache_key(root, files, prep)}.pt"
+        path = Path(cache_dir) / "tensors" / f"{cache_key(root, files, prep, faces)}.pt"
         if path.is_file():
             try:
                 # mmap over the budget: the pixels stay in the file, pages load as batches need them
@@ -157,15 +185,17 @@ def decode_images(root: Path, files: list[str], prep: Preprocess, cache_dir: Pat
             log.info("Memory-mapped %d decoded images from cache %s", len(found[0]), path.with_suffix(".u8"))
             return found
         if over_budget:
-            return mapped.decode_to_file(path, shape, lambda out: _decode_all(root, files, prep, progress, out))
-    images, keep, skipped = _decode_all(root, files, prep, progress)
+            return mapped.decode_to_file(path, shape, lambda out: _decode_all(root, files, prep, progress, out,
+                                                                              faces)[:3])
+    images, keep, skipped, boxes = _decode_all(root, files, prep, progress, faces=faces)
     if not bool(keep.all()):
         images = images[keep]  # a copy, only when some file could not be read
     if path is not None:
         from facecls.io import atomic_torch_save
 
         try:
-            atomic_torch_save({"images": images, "keep": keep, "skipped": skipped}, path)
+            # the face boxes travel with the pixels they made (for inspection; not read back)
+            atomic_torch_save({"images": images, "keep": keep, "skipped": skipped, "face_boxes": boxes}, path)
         except OSError as err:
             log.warning("Could not write the tensor cache %s (%s); continuing without it", path, err)
     return images, keep, skipped

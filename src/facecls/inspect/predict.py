@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from facecls.data.batches import BatchPreparer
 from facecls.data.decode import decode_images
+from facecls.data.faces import FaceCrop
 from facecls.data.sources import SYSTEM_FILES
 from facecls.errors import UserError
 from facecls.inspect.images import to_picture
@@ -68,13 +69,14 @@ class Predictions:
 
 
 def predict_files(model, prepare, prep, root: Path, files: list[str], batch_size: int, keep_pixels: int,
-                  progress: bool | None = None) -> Predictions:
-    """Decode ``files`` chunk by chunk and run them through ``model`` in batches."""
+                  progress: bool | None = None, faces: FaceCrop | None = None) -> Predictions:
+    """Decode ``files`` chunk by chunk (cropped to their faces when the model was trained on
+    face crops) and run them through ``model`` in batches."""
     kept, probabilities, pixels, skipped = [], [], [], {}
     bar = tqdm(total=len(files), desc="predicting", unit="img", disable=None if progress is None else not progress)
     for start in range(0, len(files), CHUNK):
         chunk = files[start:start + CHUNK]
-        images, keep, bad = decode_images(root, chunk, prep, cache_dir=None, progress=False)
+        images, keep, bad = decode_images(root, chunk, prep, cache_dir=None, progress=False, faces=faces)
         skipped.update(bad)  # images holds the readable files only
         kept += [f for f, k in zip(chunk, keep.tolist()) if k]
         # (inference mode only here: decode_images fills its tensor from worker threads,
@@ -143,7 +145,7 @@ def run_predict(cfg) -> dict:
     prepare = BatchPreparer(prep, device, None, bool(train_cfg.trainer.get("channels_last", False)))
     root, files = list_inputs(cfg.input)
     result = predict_files(model, prepare, prep, root, files, int(cfg.trainer.eval_batch_size or 64),
-                           int(cfg.count), cfg.get("progress"))
+                           int(cfg.count), cfg.get("progress"), FaceCrop(**train_cfg.data.get("faces", {})))
     if result.skipped:
         shown = "; ".join(f"{f} ({why})" for f, why in list(result.skipped.items())[:10])
         log.warning("Skipped %d unreadable file(s): %s", len(result.skipped), shown)
