@@ -23,7 +23,9 @@ from facecls.models.base import FaceModel
 from facecls.training.checkpoint import CheckpointWriter
 from facecls.training.distributed import DistContext
 from facecls.training.engine import EarlyStopping, FitResult, LoopSettings, ResumePoint, fit
+from facecls.training.imbalance import check_sampler, class_weights
 from facecls.training.interrupt import GracefulStop
+from facecls.training.loggers import EpochLog, Loggers, build_loggers, finish_loggers, run_info
 from facecls.training.outputs import RunRecorder, finish_run
 from facecls.training.regularisers import WeightAverage, build_mixer
 from facecls.training.resume import load_resume_checkpoint, restore_training_state
@@ -68,12 +70,15 @@ class TrainingRun:
     data_seconds: float = 0.0      # scan + decode (or the decode cache)
     features_seconds: float = 0.0  # a frozen backbone's features (or their cache)
 
-    def fit(self, run_dir: Path, stop: GracefulStop | None = None) -> FitResult:
-        """Train (DDP-wrapped when several processes train), reporting each epoch to run_dir;
-        returns when the last checkpoint is on disk (on every way out)."""
+    def fit(self, run_dir: Path, stop: GracefulStop | None = None, loggers: Loggers | None = None) -> FitResult:
+        """Train (DDP-wrapped when several processes train), reporting each epoch to run_dir
+        (and to the trackers in ``loggers``); returns when the last checkpoint is on disk (on every way out)."""
+        reporter = RunRecorder(run_dir, self.checkpoints)
+        if loggers:
+            reporter = EpochLog(reporter, loggers, len(self.data.train))
         try:
             return fit(self.dist.wrap(self.trained, self.settings.seed), self.data, self.prepare, self.optimizer,
-                       self.scheduler, self.stopper, self.settings, RunRecorder(run_dir, self.checkpoints),
+                       self.scheduler, self.stopper, self.settings, reporter,
                        stop=stop, resume=self.resume, ema=self.ema)
         finally:
             self.checkpoints.wait()
@@ -117,8 +122,10 @@ def build_run(cfg: DictConfig, run_dir: Path, dist: DistContext | None = None) -
     trained = compile_model(view.module, cfg.trainer.get("compile", False))
     decay = OmegaConf.select(cfg, "trainer.ema.decay", default=None)
     ema = WeightAverage(trained, decay) if decay is not None else None
-    settings = dataclasses.replace(settings, mixer=build_mixer(cfg.aug.get("mixup_alpha"), cfg.aug.get("cutmix_alpha"),
-                                                              len(data.classes)))
+    settings = dataclasses.replace(
+        settings, mixer=build_mixer(cfg.aug.get("mixup_alpha"), cfg.aug.get("cutmix_alpha"), len(data.classes)),
+        class_weights=class_weights(cfg.trainer.get("class_weights"), data.train.labels, data.classes),
+        balanced_sampling=check_sampler(cfg.data.get("sampler")))
 
     # _convert_: param groups reach the optimizer as plain dicts (not DictConfig)
     optimizer = instantiate(cfg.optim, params=model.param_groups(cfg.optim.lr), _convert_="partial")
@@ -141,23 +148,37 @@ def build_run(cfg: DictConfig, run_dir: Path, dist: DistContext | None = None) -
 def run_training(cfg: DictConfig, run_dir: Path, dist: DistContext | None = None) -> dict:
     """Train one configuration into ``run_dir``; return its metrics (empty on DDP ranks > 0)."""
     started = time.perf_counter()
+    # Trackers (logger=…) belong to rank 0; built first so a missing package stops before the data loads.
+    loggers = build_loggers(cfg.get("logger")) if dist is None or dist.is_main else Loggers([])
     run = build_run(cfg, run_dir, dist)
     model = run.model
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("Model %s: %s parameters (%s trainable) on %s", type(model).__name__,
              f"{n_params:,}", f"{n_trainable:,}", run.settings.device)
-    with GracefulStop() as stop:
-        try:
-            result = run.fit(run_dir, stop)
-        finally:
-            run.checkpoints.close()  # the writer thread goes; fit already waited for its writes
-    if not run.dist.is_main:
-        return {}  # DDP: rank 0 scores the test split and writes the results
-    metrics = finish_run(run_dir, model, run.trained, run.data, run.prepare, run.settings.eval, result,
-                         run.checkpoints.best_weights(run.settings.device),
-                         extra={"num_params": n_params, "trainable_params": n_trainable,
-                                "device": str(run.settings.device), "wall_seconds": time.perf_counter() - started})
+    if loggers:
+        loggers.start(run_info(cfg, run_dir, resumed=run.resume is not None))
+    try:
+        with GracefulStop() as stop:
+            try:
+                result = run.fit(run_dir, stop, loggers)
+            finally:
+                run.checkpoints.close()  # the writer thread goes; fit already waited for its writes
+        if not run.dist.is_main:
+            return {}  # DDP: rank 0 scores the test split and writes the results
+        metrics = finish_run(run_dir, model, run.trained, run.data, run.prepare, run.settings.eval, result,
+                             run.checkpoints.best_weights(run.settings.device),
+                             extra={"num_params": n_params, "trainable_params": n_trainable,
+                                    "device": str(run.settings.device),
+                                    "wall_seconds": time.perf_counter() - started,
+                                    "class_weights": run.settings.class_weights,
+                                    "sampler": "balanced" if run.settings.balanced_sampling else None,
+                                    **loggers.summary()})
+    except BaseException:
+        loggers.finish("FAILED")  # a crash (or a second Ctrl-C) still closes the tracker's run
+        raise
+    if loggers:
+        finish_loggers(loggers, metrics, run_dir, result.stop_reason)
     stopped_early(result, metrics, run_dir, cfg.optim.lr)
     return metrics
 
