@@ -33,7 +33,7 @@ def cli_env(cache_dir: str | os.PathLike) -> dict:
 def run_cli(*args: str, cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
     """Run `facecls ARGS` in a subprocess, as a user would."""
     proc = subprocess.run([sys.executable, "-m", "facecls", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, errors="backslashreplace", timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"facecls {' '.join(args)} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

@@ -127,3 +127,34 @@ def test_a_resized_recompressed_copy_in_another_split_is_reported_and_dropped(tm
     assert "copy_of_a_train_image.jpg" in example and original.name in example
     assert dropped["test_size"] == kept["test_size"] - 1
     assert "near-duplicate image(s)" in (tmp_path / "false" / "train.log").read_text()
+
+
+def test_odd_file_names_train_are_listed_and_leave_other_splits_alone(tmp_path, tiny_faces, cache_env):
+    import shutil
+
+    from facecls.data.sources import image_folder
+
+    from helpers import TINY, read_json, run_cli
+
+    root = tmp_path / "faces"
+    shutil.copytree(tiny_faces, root)
+    before = dict(zip(image_folder(root).files, assign_splits(image_folder(root).files, 0.7, 0.15, 0.15, seed=0)))
+    classes = sorted(p.name for p in root.iterdir())
+    odd = [os.fsencode(root / classes[0]) + b"/caf\xe9.jpg",            # not UTF-8 (Latin-1 bytes)
+           os.fsencode(root / classes[1]) + b"/two\nlines.jpg",          # a newline
+           os.fsencode(root / classes[2]) + b"/-starts-with-dash.jpg",   # a leading dash
+           os.fsencode(root / classes[0]) + b"/broken \xff.jpg"]          # not UTF-8 and not an image
+    source = sorted((root / classes[0]).iterdir())[0]
+    for raw in odd[:3]:
+        shutil.copyfile(source, raw)
+    with open(odd[3], "wb") as f:
+        f.write(b"not an image")
+
+    run_cli("train", "data=imagefolder", f"data.root={root}", *TINY, "trainer.max_epochs=1",
+            f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, env=cache_env)
+    metrics = read_json(tmp_path / "run" / "metrics.json")
+    # metrics.json escapes the byte as \udcff; read back, it is the name Python gave the file
+    assert metrics["skipped_files"] == 1 and os.fsdecode(b"broken \xff.jpg") in next(iter(metrics["skipped"]))
+    assert metrics["train_size"] + metrics["val_size"] + metrics["test_size"] == len(before) + 3
+    after = dict(zip(image_folder(root).files, assign_splits(image_folder(root).files, 0.7, 0.15, 0.15, seed=0)))
+    assert all(after[f] == split for f, split in before.items())  # the other files keep their split

@@ -117,9 +117,9 @@ def cache_key(root: Path, files: list[str], prep: Preprocess, faces: FaceCrop | 
     for f in files:
         try:
             st = (root / f).stat()
-            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
         except OSError:
-            h.update(f"{f}\0missing\n".encode())
+            h.update(f"{f}\0missing\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:24]
 
 
