@@ -103,12 +103,12 @@ class CheckpointWriter:
     """
 
     def __init__(self, ckpt_dir: Path, *, model: nn.Module, optimizer, scheduler, stopper, config: dict,
-                 classes: list[str], preprocess: Preprocess, enabled: bool = True):
+                 classes: list[str], preprocess: Preprocess, enabled: bool = True, ema=None):
         self.ckpt_dir, self.enabled = Path(ckpt_dir), enabled
         self.model, self.optimizer, self.scheduler, self.stopper = model, optimizer, scheduler, stopper
         self.config, self.classes, self.preprocess = config, list(classes), asdict(preprocess)
         self._best_state: dict | None = None  # the best epoch's weights, in CPU memory
-        self.ema = None  # a WeightAverage: best.pt then holds the averaged weights, last.pt both
+        self.ema = ema  # a WeightAverage: best.pt then holds the averaged weights, last.pt both
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint") if enabled else None
         self._copier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
         self._snapshot: Future | None = None

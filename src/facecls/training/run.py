@@ -136,8 +136,7 @@ def build_run(cfg: DictConfig, run_dir: Path, dist: DistContext | None = None) -
     checkpoints = CheckpointWriter(run_dir / "checkpoints", model=model, optimizer=optimizer, scheduler=scheduler,
                                    stopper=stopper, config=OmegaConf.to_container(cfg, resolve=True),
                                    classes=data.classes, preprocess=prep,
-                                   enabled=bool(cfg.trainer.get("checkpoints", True)))
-    checkpoints.ema = ema
+                                   enabled=bool(cfg.trainer.get("checkpoints", True)), ema=ema)
     resume = None
     if cfg.get("resume") and (last := load_resume_checkpoint(run_dir)) is not None:
         resume = restore_training_state(last, model, optimizer, scheduler, stopper, ema)
