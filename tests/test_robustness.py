@@ -56,7 +56,26 @@ def test_cli_identity_equals_clean_and_two_runs_are_identical(trained, tmp_path)
     with Image.open(tmp_path / "a" / "robustness.png") as im:
         assert im.format == "PNG" and im.size[0] > 400  # bars + the sigma curve
     assert "gaussian_blur sigma=2" in proc.stdout + proc.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # nothing else in the working dir
+    assert (tmp_path / "a" / "robustness_per_class.csv").read_text() == (
+        tmp_path / "b" / "robustness_per_class.csv").read_text()
+
+    # Per class: the clean and identity test rows are exactly `facecls eval`'s eval_per_class.csv.
+    run_cli("eval", f"ckpt={ckpt}", f"out={tmp_path / 'e'}", cwd=tmp_path, env=env)
+    evaluated = read_csv(tmp_path / "e" / "eval_per_class.csv")
+    per_class = read_csv(tmp_path / "a" / "robustness_per_class.csv")
+    assert list(per_class[0]) == ["variation", "parameter", "value", "split", "class", "precision", "recall", "f1",
+                                  "support"]
+    assert len(per_class) == len(rows) * len(evaluated)  # every setting and split, every class
+    for variation in ("clean", "identity"):
+        mine = [{k: r[k] for k in evaluated[0]} for r in per_class
+                if (r["variation"], r["split"]) == (variation, "test")]
+        assert mine == evaluated
+    for r in rows:  # each row's recalls, weighted by support, give back its accuracy
+        cells = [c for c in per_class if (c["variation"], c["parameter"], c["split"]) ==
+                 (r["variation"], r["parameter"], r["split"])]
+        hits = sum(float(c["recall"]) * int(c["support"]) for c in cells)
+        assert hits / sum(int(c["support"]) for c in cells) == pytest.approx(float(r["accuracy"]), abs=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "e"]  # nothing else in the working dir
 
 
 def test_unknown_variation_is_one_line_listing_the_choices(tmp_path, cache_env):
@@ -105,7 +124,9 @@ def test_seed_fixes_the_random_draws_and_each_image_gets_its_own(trained):
     settings = run.eval_settings(batch_size=8)
     rotate = v2.RandomRotation(90)
     a = evaluate_under(run, run.data.val, rotate, settings, seed=1)
-    assert a == evaluate_under(run, run.data.val, rotate, settings, seed=1)
+    again = evaluate_under(run, run.data.val, rotate, settings, seed=1)
+    assert (a["loss"], a["acc"]) == (again["loss"], again["acc"])
+    assert torch.equal(a["predictions"], again["predictions"])
     assert a["loss"] != evaluate_under(run, run.data.val, rotate, settings, seed=2)["loss"]
     # Per image: two copies of one image in one batch are rotated differently.
     from facecls.data.batches import BatchPreparer

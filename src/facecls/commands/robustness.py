@@ -1,5 +1,5 @@
 """`facecls robustness ckpt=PATH`: accuracy of a trained model on changed val/test images
-(report section 1.7); writes robustness.csv and robustness.png."""
+(report section 1.7); writes robustness.csv, robustness_per_class.csv and robustness.png."""
 from __future__ import annotations
 
 import logging
@@ -17,6 +17,7 @@ def main(cfg: DictConfig) -> list[dict]:
     from facecls.inspect.robustness import (
         check_splits,
         format_rows,
+        per_class_csv,
         plot_robustness,
         robustness_rows,
         rows_csv,
@@ -33,8 +34,9 @@ def main(cfg: DictConfig) -> list[dict]:
     rows = robustness_rows(run, variations, splits, run.eval_settings(cfg.trainer.eval_batch_size), int(cfg.seed))
     out = run.output_dir(cfg.out)
     table = atomic_write_text(out / "robustness.csv", rows_csv(rows))
+    per_class = atomic_write_text(out / "robustness_per_class.csv", per_class_csv(rows))
     png = plot_robustness(rows, splits, out / "robustness.png")
     for line in format_rows(rows):
         log.info("%s", line)
-    log.info("→ %s, %s", table, png)
+    log.info("→ %s, %s, %s", table, per_class, png)
     return rows

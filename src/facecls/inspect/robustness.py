@@ -1,6 +1,11 @@
 """Accuracy of a trained model on changed val/test images (`facecls robustness`)
 (report section 1.7) — colour jitter, blur, perspective, rotation, translation, scale.
 
+Beside the accuracy table (robustness.csv), robustness_per_class.csv holds each row's
+per-class precision, recall, F1 and support — the numbers and format of training's
+per_class.csv (training.scoring.per_class_rows), so the clean test rows equal `facecls eval`'s
+eval_per_class.csv.
+
 Each variation is a yaml in conf/variation/ holding torchvision.transforms.v2 classes. The
 transform is applied to every uint8 image on its own (its own random draw) before the
 model's normalisation, exactly where training augmentation would be. Torch's RNG is reset
@@ -21,8 +26,11 @@ from facecls.errors import UserError
 from facecls.io import csv_text
 from facecls.plots import plt, save_figure
 from facecls.training.engine import EvalSettings, evaluate
+from facecls.training.metrics import confusion_matrix
+from facecls.training.scoring import PER_CLASS_COLUMNS, per_class_rows
 
 CSV_COLUMNS = ["variation", "parameter", "value", "split", "accuracy", "loss", "drop"]
+PER_CLASS_CSV_COLUMNS = ["variation", "parameter", "value", "split", *PER_CLASS_COLUMNS]
 RESERVED = ("sweep", "transforms")
 
 
@@ -78,38 +86,55 @@ def variation_settings(variations: DictConfig) -> list[Setting]:
 
 
 def evaluate_under(run, split, transform, settings: EvalSettings, seed: int) -> dict:
-    """Loss and accuracy on ``split`` with ``transform`` applied per image, RNG seeded first."""
+    """Loss and accuracy (and every prediction) on ``split`` with ``transform`` applied per
+    image, RNG seeded first."""
     changed = BatchPreparer(run.data.preprocess, run.device, augment=transform,
                             channels_last=run.prepare.channels_last)
     torch.manual_seed(seed)
-    return evaluate(run.model, split, lambda x, train=False: changed(x, train=True), settings)
+    return evaluate(run.model, split, lambda x, train=False: changed(x, train=True), settings,
+                    return_predictions=True)
+
+
+def _per_class(run, split, result: dict) -> list[list]:
+    return per_class_rows(confusion_matrix(split.labels, result["predictions"], len(run.classes)), list(run.classes))
 
 
 def robustness_rows(run, variations: DictConfig, splits: list[str], settings: EvalSettings, seed: int) -> list[dict]:
-    """Clean rows first, then one row per (variation setting, split)."""
+    """Clean rows first, then one row per (variation setting, split); each row's ``per_class``
+    holds its per_class.csv rows."""
     clean, rows = {}, []
     for split_name in splits:
-        result = evaluate(run.model, run.data.split(split_name), run.prepare, settings)
+        split = run.data.split(split_name)
+        result = evaluate(run.model, split, run.prepare, settings, return_predictions=True)
         clean[split_name] = result["acc"]
         rows.append({"variation": "clean", "parameter": "-", "value": None, "split": split_name,
-                     "accuracy": result["acc"], "loss": result["loss"], "drop": 0.0, "swept": False})
+                     "accuracy": result["acc"], "loss": result["loss"], "drop": 0.0, "swept": False,
+                     "per_class": _per_class(run, split, result)})
     for setting in variation_settings(variations):
         for split_name in splits:
+            split = run.data.split(split_name)
             try:
-                result = evaluate_under(run, run.data.split(split_name), setting.transform, settings, seed)
+                result = evaluate_under(run, split, setting.transform, settings, seed)
             except (TypeError, ValueError, RuntimeError) as err:
                 raise UserError(f"variation '{setting.variation}' ({setting.parameter}) failed on the images: "
                                 f"{str(err).splitlines()[0][:160]} — its transforms get and must return uint8 "
                                 "3×H×W images (wrap float-only ones in v2.ToDtype).") from None
             rows.append({"variation": setting.variation, "parameter": setting.parameter, "value": setting.value,
                          "split": split_name, "accuracy": result["acc"], "loss": result["loss"],
-                         "drop": clean[split_name] - result["acc"], "swept": setting.swept})
+                         "drop": clean[split_name] - result["acc"], "swept": setting.swept,
+                         "per_class": _per_class(run, split, result)})
     return rows
 
 
 def rows_csv(rows: list[dict]) -> str:
     return csv_text(CSV_COLUMNS, ([r["variation"], r["parameter"], "" if r["value"] is None else r["value"],
                                    r["split"], repr(r["accuracy"]), repr(r["loss"]), repr(r["drop"])] for r in rows))
+
+
+def per_class_csv(rows: list[dict]) -> str:
+    """robustness_per_class.csv: every row's per-class precision, recall, F1 and support."""
+    return csv_text(PER_CLASS_CSV_COLUMNS, ([r["variation"], r["parameter"], "" if r["value"] is None else r["value"],
+                                             r["split"], *cls] for r in rows for cls in r["per_class"]))
 
 
 def check_splits(splits) -> list[str]:

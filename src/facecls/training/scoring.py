@@ -25,11 +25,15 @@ def score_split(net, split, prepare, settings: EvalSettings, num_classes: int) -
     return {**result, **numbers}
 
 
-def per_class_csv(matrix: torch.Tensor, classes: list[str]) -> str:
+def per_class_rows(matrix: torch.Tensor, classes: list[str]) -> list[list]:
+    """The rows of per_class.csv (PER_CLASS_COLUMNS), formatted as written, one per class."""
     stats = per_class(matrix)
-    rows = ([name, f"{p:.6f}", f"{r:.6f}", f"{f:.6f}", int(s)] for name, p, r, f, s in
-            zip(classes, stats.precision.tolist(), stats.recall.tolist(), stats.f1.tolist(), stats.support.tolist()))
-    return csv_text(PER_CLASS_COLUMNS, rows)
+    return [[name, f"{p:.6f}", f"{r:.6f}", f"{f:.6f}", int(s)] for name, p, r, f, s in
+            zip(classes, stats.precision.tolist(), stats.recall.tolist(), stats.f1.tolist(), stats.support.tolist())]
+
+
+def per_class_csv(matrix: torch.Tensor, classes: list[str]) -> str:
+    return csv_text(PER_CLASS_COLUMNS, per_class_rows(matrix, classes))
 
 
 def reliability_csv(bins: Calibration) -> str:
