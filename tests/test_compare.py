@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from facecls.errors import UserError
-from facecls.sweeps.stats import paired, t_interval, t_quantile, t_two_sided_p
+from facecls.sweeps.stats import metric_bounds, paired, t_interval, t_quantile, t_two_sided_p
 from facecls.sweeps.summary import write_summary
 
 from helpers import read_csv
@@ -63,6 +63,38 @@ def test_interval_and_paired_test_by_hand():
     mean, low, high = hand_paired(RESULTS["b"], RESULTS["a"])
     assert result.n == 3 and result.mean == pytest.approx(mean) and result.interval == pytest.approx((low, high))
     assert result.p_value == pytest.approx(0.33942174092418, rel=1e-6)  # t = −1.2443 with 2 df
+
+
+NEAR_ONE = [0.99, 1.0, 0.97, 1.0, 0.99]  # five fold accuracies: the raw t-interval's top is above 1
+
+
+def test_bounded_metrics_have_their_interval_clipped_to_0_1():
+    raw_low, raw_high = t_interval(NEAR_ONE)
+    assert raw_high > 1.0  # what the clipping is for
+    assert t_interval(NEAR_ONE, bounds=(0.0, 1.0)) == (raw_low, 1.0)
+    low, high = t_interval([0.0, 0.01, 0.0, 0.03, 0.01])  # an ECE near 0: the bottom is below 0
+    assert low < 0.0 and t_interval([0.0, 0.01, 0.0, 0.03, 0.01], bounds=(0.0, 1.0)) == (0.0, high)
+    for metric in ("test_acc", "best_val_acc", "test_macro_f1", "test_weighted_f1", "test_balanced_acc",
+                   "test_top5", "test_ece", "val_acc"):
+        assert metric_bounds(metric) == (0.0, 1.0), metric
+    for metric in ("test_loss", "test_nll", "val_loss", "epochs_run", "wall_seconds", "best_epoch"):
+        assert metric_bounds(metric) is None, metric
+
+
+def test_summarize_clips_the_accuracy_interval_but_not_a_loss(tmp_path):
+    root = make_runs(tmp_path / "sweep", {"a": NEAR_ONE, "b": [0.5, 0.6, 0.7, 0.6, 0.5]}, seeds=range(5))
+    for path in root.glob("a_*/metrics.json"):  # a loss with the very same numbers: may exceed 1
+        metrics = json.loads(path.read_text())
+        path.write_text(json.dumps({**metrics, "test_loss": metrics["test_acc"]}))
+    summary, _ = write_summary([root], plots=False)
+    groups = {g["reg"]: g for g in read_csv(root / "summary_groups.csv")}
+    raw_low, raw_high = t_interval(NEAR_ONE)
+    assert (float(groups["a"]["test_acc_ci95_low"]), float(groups["a"]["test_acc_ci95_high"])) == pytest.approx(
+        (raw_low, 1.0))
+    assert float(groups["b"]["test_acc_ci95_high"]) < 1.0  # an interval inside [0, 1] is left as it is
+    assert f"[{raw_low:.3f}, 1.000]" in (root / "summary.md").read_text()
+    a = next(g for g in summary.groups if g.label == "reg=a")
+    assert a.stat("test_loss").ci == pytest.approx((raw_low, raw_high))  # not a proportion: never clipped
 
 
 @pytest.mark.parametrize("reference, other, verdict", [

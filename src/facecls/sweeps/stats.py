@@ -8,10 +8,23 @@ all a 95% t-interval and a paired t-test need, and it agrees with scipy.stats.t 
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from dataclasses import dataclass
 
 CONFIDENCE = 0.95
+
+# Metrics that are proportions (accuracies, F1, top-k, ECE): every value, and so the mean, lies
+# in [0, 1], and their t-interval is clipped to it — five fold accuracies near 1.0 give a
+# symmetric interval whose upper end is above 1. Losses and NLL are not bounded above: never clipped.
+UNIT_INTERVAL = (0.0, 1.0)
+_PROPORTION = re.compile(r"(^|_)(acc|f1|ece|top\d+)$")
+
+
+def metric_bounds(metric: str) -> tuple[float, float] | None:
+    """(0, 1) for a metric known to be a proportion (test_acc, best_val_acc, test_macro_f1,
+    test_balanced_acc, test_top5, test_ece, …), None for any other (losses, NLL, epochs)."""
+    return UNIT_INTERVAL if _PROPORTION.search(metric) else None
 
 
 def _beta_fraction(a: float, b: float, x: float) -> float:
@@ -63,14 +76,19 @@ def t_quantile(probability: float, df: int) -> float:
     return (low + high) / 2.0
 
 
-def t_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float] | None:
-    """The ``confidence`` t-interval of the mean of ``values`` (None with fewer than 2)."""
+def t_interval(values: list[float], confidence: float = CONFIDENCE,
+               bounds: tuple[float, float] | None = None) -> tuple[float, float] | None:
+    """The ``confidence`` t-interval of the mean of ``values`` (None with fewer than 2),
+    clipped to ``bounds`` (low, high) when given — the range every value can take."""
     n = len(values)
     if n < 2:
         return None
     mean = statistics.fmean(values)
     half = t_quantile(0.5 + confidence / 2.0, n - 1) * statistics.stdev(values) / math.sqrt(n)
-    return mean - half, mean + half
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return low, high
 
 
 @dataclass

@@ -40,7 +40,8 @@ from facecls.sweeps.table import (
 )
 
 CI_NOTE = ("95% CI: the t-interval of the mean over the runs — where the mean of many more such runs would "
-           "fall, 19 times in 20; it needs n >= 2 and is wide for n < 5.")
+           "fall, 19 times in 20; it needs n >= 2 and is wide for n < 5. Accuracies and F1 cannot leave [0, 1]: "
+           "their interval is clipped to it.")
 OPTUNA_RESULTS = "optimization_results.yaml"  # written by hydra-optuna-sweeper at the end
 OPTUNA_TRIALS = "optuna_trials.csv"           # written by facecls while the study runs
 

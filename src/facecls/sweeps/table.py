@@ -2,7 +2,8 @@
 
 A *configuration* is one combination of the varying overrides other than the averaged
 ones (``seed`` and ``data.split.fold`` by default); its numbers are mean ± sample std over its
-finished runs, with n and a 95% t-interval of the mean. A paired comparison (``compare=``)
+finished runs, with n and a 95% t-interval of the mean (clipped to [0, 1] for proportions such
+as accuracy: stats.metric_bounds). A paired comparison (``compare=``)
 sets each configuration against a reference one, run by run where they share seed and fold.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Iterable
 
 from facecls.io import csv_text
 from facecls.sweeps.runs import RunRecord
-from facecls.sweeps.stats import t_interval
+from facecls.sweeps.stats import metric_bounds, t_interval
 
 AVERAGED_METRICS = ("test_acc", "best_val_acc", "test_macro_f1")
 SORT_KEYS = AVERAGED_METRICS
@@ -48,7 +49,7 @@ def shown(value: Any) -> str:
 @dataclass
 class Stat:
     """Mean ± sample standard deviation of the values that are numbers, and the 95%
-    t-interval of the mean (None with fewer than 2 values)."""
+    t-interval of the mean (None with fewer than 2 values; clipped to ``bounds`` if given)."""
 
     mean: float | None
     std: float | None
@@ -56,12 +57,12 @@ class Stat:
     ci: tuple[float, float] | None = None
 
     @classmethod
-    def of(cls, values: Iterable[float | None]) -> "Stat":
+    def of(cls, values: Iterable[float | None], bounds: tuple[float, float] | None = None) -> "Stat":
         numbers = [v for v in values if v is not None and math.isfinite(v)]
         if not numbers:
             return cls(None, None, 0)
         std = statistics.stdev(numbers) if len(numbers) > 1 else None
-        return cls(statistics.fmean(numbers), std, len(numbers), t_interval(numbers))
+        return cls(statistics.fmean(numbers), std, len(numbers), t_interval(numbers, bounds=bounds))
 
     def ci_text(self, digits: int = 3) -> str:
         return "—" if self.ci is None else f"[{self.ci[0]:.{digits}f}, {self.ci[1]:.{digits}f}]"
@@ -90,7 +91,7 @@ class Group:
         return [r for r in self.runs if r.finished]
 
     def stat(self, metric: str) -> Stat:
-        return Stat.of(r.metric(metric) for r in self.finished)
+        return Stat.of((r.metric(metric) for r in self.finished), bounds=metric_bounds(metric))
 
     @property
     def problems(self) -> str:
