@@ -116,6 +116,44 @@ def test_tensorboard_hparams_hold_the_overrides_and_final_metrics(tracked):
     assert "hparam/test_acc" in {m.name.tag for m in experiment.metric_infos}
 
 
+def test_inspect_figures_go_into_the_runs_tensorboard(tracked, tmp_path):
+    """eval, robustness and visualize add the PNGs they write to the run's event files (a new
+    file in <run>/tb): the Images tab shows them, pixel for pixel; a run without tb is left alone."""
+    import io
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    base, runs = tracked
+    run_dir = Path(shutil.copytree(runs["run"][0], tmp_path / "run"))  # the other tests keep theirs
+    ckpt = run_dir / "checkpoints" / "best.pt"
+    env = cli_env(base / "cache")
+    trained = set(event_accumulator(run_dir / "tb").Tags()["images"])
+    run_cli("eval", f"ckpt={ckpt}", cwd=tmp_path, env=env)
+    run_cli("robustness", f"ckpt={ckpt}", "variation=[identity]", cwd=tmp_path, env=env)
+    run_cli("visualize", "weights", f"ckpt={ckpt}", cwd=tmp_path, env=env)
+
+    acc = event_accumulator(run_dir / "tb")
+    expected = {"eval/eval_reliability": "eval_reliability.png", "robustness/robustness": "robustness.png",
+                "visualize_weights/weights": "weights.png",
+                "visualize_weights/weights_selected": "weights_selected.png"}
+    assert set(acc.Tags()["images"]) == trained | set(expected)  # the training figures stay, nothing else
+    best_epoch = read_json(run_dir / "metrics.json")["best_epoch"]
+    for tag, name in expected.items():
+        [event] = acc.Images(tag)
+        with Image.open(io.BytesIO(event.encoded_image_string)) as shown, Image.open(run_dir / name) as written:
+            assert shown.size == written.size == (event.width, event.height)
+            assert np.array_equal(np.asarray(shown.convert("RGB")), np.asarray(written.convert("RGB")))
+        assert event.step == best_epoch
+    assert len(list((run_dir / "tb").glob("events.out.tfevents.*"))) == 1 + 3  # training's + one per command
+
+    plain = tmp_path / "plain"  # the same run without TensorBoard files: nothing new appears
+    shutil.copytree(run_dir / "checkpoints", plain / "checkpoints")
+    run_cli("eval", f"ckpt={plain / 'checkpoints' / 'best.pt'}", cwd=tmp_path, env=env)
+    assert (plain / "eval_reliability.png").is_file() and not (plain / "tb").exists()
+
+
 def test_mlflow_run_holds_config_metrics_tags_and_files(tracked):
     base, runs = tracked
     run_dir = runs["run"][0]

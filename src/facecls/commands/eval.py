@@ -2,7 +2,8 @@
 macro/weighted-F1, balanced accuracy, top-5, ECE, NLL per split) and, for the test split,
 eval_per_class.csv and eval_reliability.png/.csv (prefixed: the run dir already holds
 training's per_class.csv, which a later eval of last.pt must not overwrite). ``calibrate=true``
-fits a temperature on val and reports the test ECE/NLL before and after it."""
+fits a temperature on val and reports the test ECE/NLL before and after it. A run trained with
+logger=tensorboard also gets the reliability figure in its event files."""
 from __future__ import annotations
 
 import logging
@@ -31,6 +32,7 @@ def calibrate(scored: dict, data, num_classes: int) -> dict:
 @reports_user_errors
 def main(cfg: DictConfig) -> dict:
     from facecls.inspect.loading import load_run
+    from facecls.inspect.tensorboard import figures_to_tensorboard
     from facecls.io import atomic_write_json
     from facecls.training.scoring import metric_entries, score_split, write_score_files
 
@@ -46,7 +48,8 @@ def main(cfg: DictConfig) -> dict:
         scores.update({f"{split}_acc": result["acc"], f"{split}_loss": result["loss"],
                        f"{split}_size": len(data), **metric_entries(result, split)})
         if split == "test":
-            write_score_files(out, result, data.labels, run.classes, prefix="eval_", title="Test split ")
+            with figures_to_tensorboard(run, out, "eval"):  # a run with <run>/tb gets the reliability figure
+                write_score_files(out, result, data.labels, run.classes, prefix="eval_", title="Test split ")
     if cfg.get("calibrate"):
         scores["calibration"] = calibrate(scored, run.data, len(run.classes))
     path = atomic_write_json(out / "eval.json", scores)

@@ -23,6 +23,7 @@ def main(cfg: DictConfig) -> list[dict]:
         rows_csv,
         variation_settings,
     )
+    from facecls.inspect.tensorboard import figures_to_tensorboard
     from facecls.io import atomic_write_text
 
     splits = check_splits(cfg.splits)
@@ -35,7 +36,8 @@ def main(cfg: DictConfig) -> list[dict]:
     out = run.output_dir(cfg.out)
     table = atomic_write_text(out / "robustness.csv", rows_csv(rows))
     per_class = atomic_write_text(out / "robustness_per_class.csv", per_class_csv(rows))
-    png = plot_robustness(rows, splits, out / "robustness.png")
+    with figures_to_tensorboard(run, out, "robustness"):  # a run with <run>/tb gets the figure too
+        png = plot_robustness(rows, splits, out / "robustness.png")
     for line in format_rows(rows):
         log.info("%s", line)
     log.info("→ %s, %s, %s", table, per_class, png)

@@ -3,7 +3,7 @@
 Kinds (one module of facecls.inspect each): ``weights`` (first-layer weights as images),
 ``predictions`` (a gallery of correct and false predictions) and ``attribution`` (guided
 backprop, Grad-CAM, integrated gradients). Figures and their numbers go into the run dir
-or ``out=DIR``.
+or ``out=DIR``; a run trained with logger=tensorboard also gets them in its event files.
 """
 from __future__ import annotations
 
@@ -28,7 +28,10 @@ def main(cfg: DictConfig):
         what = f"'{kind}' is not a kind of picture" if kind else "say what to draw"
         raise UserError(f"{what} — use: facecls visualize {'|'.join(KINDS)} ckpt=PATH.")
     from facecls.inspect.loading import load_run
+    from facecls.inspect.tensorboard import figures_to_tensorboard
 
     run = load_run(cfg.ckpt, cfg.trainer.device, cfg.data.root, cfg.paths.cache_dir)
     module, function = KINDS[kind]
-    return getattr(importlib.import_module(module), function)(cfg, run, run.output_dir(cfg.out))
+    out = run.output_dir(cfg.out)
+    with figures_to_tensorboard(run, out, f"visualize_{kind}"):  # a run with <run>/tb gets the figures too
+        return getattr(importlib.import_module(module), function)(cfg, run, out)
