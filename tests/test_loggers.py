@@ -226,16 +226,52 @@ def test_interrupt_and_resume_continue_the_same_mlflow_run(tmp_path, tiny_faces,
                                                                                        for r in history]
 
 
+@pytest.mark.parametrize("second_job", ["max_epochs", "diverged"])
+def test_sweep_parent_run_ends_when_the_multirun_ends(tmp_path, monkeypatch, second_job):
+    """Two sweep jobs' real MlflowLoggers on a real SQLite store: ending both leaves the parent
+    RUNNING; the sweep callback's on_multirun_end ends it, FAILED when a job did not end normally."""
+    from omegaconf import OmegaConf
+
+    from facecls import errors
+    from facecls.sweeps.callback import SweepSummary
+    from facecls.training.loggers.base import RunInfo
+    from facecls.training.loggers.mlflow import MlflowLogger
+
+    monkeypatch.setattr(errors, "failed_jobs", [])
+    sweep = tmp_path / "sweep"
+    for job, stop_reason in (("0", "max_epochs"), ("1", second_job)):
+        run_dir = sweep / job
+        (run_dir / ".hydra").mkdir(parents=True)
+        (run_dir / ".hydra" / "overrides.yaml").write_text(f"- seed={job}\n")
+        logger = MlflowLogger()
+        logger.start(RunInfo(run_dir, tmp_path / "outputs", {"seed": int(job)}, {"seed": int(job)},
+                             sweep_dir=sweep))
+        (run_dir / "metrics.json").write_text(json.dumps({"stop_reason": stop_reason, "test_acc": 0.5}))
+        logger.finish("FINISHED" if stop_reason == "max_epochs" else "FAILED")
+    client = mlflow_client(tmp_path)
+    parent_id = (sweep / "mlflow_parent_run_id").read_text().split()[0]
+    children = [client.get_run((sweep / job / "mlflow_run_id").read_text().split()[0]).info for job in "01"]
+    assert client.get_run(parent_id).info.status == "RUNNING"  # no job ends the sweep's run
+
+    SweepSummary(summarize=False).on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    parent = client.get_run(parent_id).info
+    assert parent.status == ("FINISHED" if second_job == "max_epochs" else "FAILED")
+    assert parent.end_time >= max(c.end_time for c in children)
+
+
 @pytest.mark.slow  # two jobs side by side on two cores, then the summary: 14-35 s here
 def test_sweep_is_a_parent_run_with_a_child_per_job(tmp_path, tiny_faces, cache_env):
-    """joblib, n_jobs=2: both jobs set up the same fresh SQLite store at once and both land."""
+    """joblib, n_jobs=2: both jobs set up the same fresh SQLite store at once and both land. The
+    second job diverges (lr=1e30): its run is FAILED, and so is the parent, ended by the sweep's
+    callback after every job — not FINISHED by whichever job happened to end last."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     from tensorboard.plugins.hparams import metadata
 
     sweep = tmp_path / "sweep"
-    run_cli("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "data=imagefolder",
-            f"data.root={tiny_faces}", *TINY, BOTH, "optim.lr=0.001,0.002", f"hydra.sweep.dir={sweep}",
-            cwd=tmp_path, env=cache_env)
+    proc = run_cli("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "data=imagefolder",
+                   f"data.root={tiny_faces}", *TINY, BOTH, "optim.lr=0.001,1e30", f"hydra.sweep.dir={sweep}",
+                   cwd=tmp_path, env=cache_env, check=False)
+    assert "training diverged" in (sweep / "1" / "train.log").read_text(), proc.stdout[-2000:] + proc.stderr[-2000:]
     client = mlflow_client(tmp_path)
     experiment = client.get_experiment_by_name("facecls")
     runs = client.search_runs([experiment.experiment_id])
@@ -244,14 +280,18 @@ def test_sweep_is_a_parent_run_with_a_child_per_job(tmp_path, tiny_faces, cache_
     assert len(parents) == 1 and len(children) == 2
     assert parents[0].info.run_id == (sweep / "mlflow_parent_run_id").read_text().split()[0]
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
-    assert sorted(r.data.params["optim.lr"] for r in children) == ["0.001", "0.002"]
-    assert all(r.info.status == "FINISHED" for r in runs)
+    by_lr = {r.data.params["optim.lr"]: r for r in children}
+    assert sorted(by_lr) == ["0.001", "1e+30"]
+    assert (by_lr["0.001"].info.status, by_lr["1e+30"].info.status) == ("FINISHED", "FAILED")
+    parent = parents[0].info
+    assert parent.status == "FAILED" and "parent run ended FAILED" in proc.stdout + proc.stderr
+    assert parent.end_time > max(r.info.end_time for r in children)  # ended after every job
     swept = set()
     for job in ("0", "1"):
         content = event_accumulator(sweep / job / "tb").PluginTagToContent("hparams")
         start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
         swept.add(start.hparams["optim.lr"].number_value)
-    assert swept == {0.001, 0.002}
+    assert swept == {0.001, 1e30}
 
 
 def wait_for(url: str, data: bytes | None = None, timeout: float = 60.0) -> bytes:

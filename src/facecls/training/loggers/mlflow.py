@@ -3,7 +3,9 @@ beside the runs (``sqlite:///<paths.output_dir>/mlflow.db``, artifacts in <paths
 Params = the flattened resolved config, metrics per epoch (step = epoch) and the final ones,
 tags (stop_reason, run dir, facecls version, git commit), artifacts = metrics.json, history.csv,
 the figures and, with log_checkpoint=true, best.pt. A sweep (-m) becomes a parent run with one
-nested run per job (its id in <sweep dir>/mlflow_parent_run_id). A resumed run continues the same MLflow run:
+nested run per job (its id and tracking URI in <sweep dir>/mlflow_parent_run_id); the sweep's
+callback ends it when the multirun ends (:func:`end_sweep_parent`: FAILED if any job did not
+finish normally). A resumed run continues the same MLflow run:
 its id (and tracking URI) is kept in <run dir>/mlflow_run_id.
 
 Uses ``MlflowClient`` rather than mlflow's global "active run", so several runs in one
@@ -11,6 +13,7 @@ process (a basic-launcher sweep) never mix."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import time
@@ -18,6 +21,8 @@ from pathlib import Path
 
 import facecls
 from facecls.training.loggers.base import RunInfo, RunLogger, file_lock, numeric_items, require
+
+log = logging.getLogger(__name__)
 
 RUN_ID_FILE = "mlflow_run_id"
 PARENT_ID_FILE = "mlflow_parent_run_id"  # in a sweep dir
@@ -89,7 +94,8 @@ class MlflowLogger(RunLogger):
 
     def _parent_run(self, experiment_id: str, sweep_dir: Path) -> str:
         """The sweep's parent run: the first job creates it, the others (also in other
-        processes) find its id in <sweep dir>/mlflow_parent_run_id."""
+        processes) find its id in <sweep dir>/mlflow_parent_run_id (line 2: the tracking URI,
+        for end_sweep_parent)."""
         id_file = sweep_dir / PARENT_ID_FILE
         with file_lock(sweep_dir / (PARENT_ID_FILE + ".lock")):
             if id_file.is_file():
@@ -97,7 +103,7 @@ class MlflowLogger(RunLogger):
             parent = self.client.create_run(experiment_id, run_name=sweep_dir.name,
                                             tags={"facecls.sweep_dir": str(sweep_dir),
                                                   "facecls.version": facecls.__version__})
-            id_file.write_text(parent.info.run_id + "\n")
+            id_file.write_text(f"{parent.info.run_id}\n{self.client.tracking_uri}\n")
             return parent.info.run_id
 
     def _tags(self, info: RunInfo) -> dict:
@@ -135,10 +141,27 @@ class MlflowLogger(RunLogger):
         if self.client is not None and self.run_id is not None:
             client, self.client = self.client, None
             client.set_terminated(self.run_id, status=status)
-            parent = self.info.sweep_dir / PARENT_ID_FILE if self.info and self.info.sweep_dir else None
-            if parent is not None and parent.is_file():
-                # the sweep's parent ends with its latest job (no process outlives every job)
-                client.set_terminated(parent.read_text().split()[0], status="FINISHED")
+            # a sweep's parent run stays RUNNING until the multirun ends (end_sweep_parent)
+
+
+def end_sweep_parent(sweep_dir: Path, failed: bool) -> str | None:
+    """End the sweep's parent run (if its jobs made one) now that every job has ended: status
+    FAILED when ``failed``, else FINISHED. Called by the sweep callback's on_multirun_end, in the
+    process that launched the sweep; returns the status set (None: no parent run). A tracker
+    never costs a result: an unreachable store is a warning."""
+    id_file = Path(sweep_dir) / PARENT_ID_FILE
+    if not id_file.is_file():
+        return None
+    run_id, _, uri = id_file.read_text().strip().partition("\n")
+    status = "FAILED" if failed else "FINISHED"
+    try:
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri=uri.strip() or None).set_terminated(run_id.strip(), status=status)
+    except Exception as err:
+        log.warning("could not end the sweep's MLflow parent run %s: %s", run_id.strip(), " ".join(str(err).split()))
+        return None
+    return status
 
 
 def flatten(config, prefix: str = "") -> dict:
