@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark: one training epoch of AlexNetFeature's head with the feature cache vs. recomputing
+"""Benchmark: one training epoch of the alexnet_feature head with the feature cache vs. recomputing
 the frozen backbone on every batch — same data, same seed, same engine loop, in one run.
 
     python scripts/bench_transfer.py                      # 224 px, conv4, heads [32] and [4096,4096]
@@ -29,7 +29,7 @@ from facecls.data import features as features_module
 from facecls.data.batches import BatchPreparer
 from facecls.data.dataset import DataBundle, Split
 from facecls.data.features import cached_features
-from facecls.models.alexnet import AlexNetFeature
+from facecls.models.feature_extractor import FeatureExtractor
 from facecls.models.pretrained import weights_preprocess
 from facecls.training.engine import EarlyStopping, LoopSettings, fit
 
@@ -72,9 +72,10 @@ def epoch_seconds(net, trainable, data, prepare, settings: LoopSettings) -> list
     return [row["seconds"] for row in result.history]
 
 
-def build(head: list[int], args, classes: int, device) -> AlexNetFeature:
+def build(head: list[int], args, classes: int, device) -> FeatureExtractor:
     torch.manual_seed(args.seed)  # the same initial head on both sides
-    model = AlexNetFeature(classes, cut=args.cut, head=head, pretrained=False, input_size=args.size)
+    model = FeatureExtractor(classes, name="alexnet", weights=None, cut=args.cut, pool="none", head=head,
+                             input_size=args.size)  # model=alexnet_feature, random init
     return model.to(device).to(memory_format=torch.channels_last)  # as `facecls train` does
 
 

@@ -1,7 +1,9 @@
-"""AlexNet transfer learning: cut shapes, offline weights, frozen layers, the feature cache, CLI runs.
+"""AlexNet transfer learning — the presets model=alexnet_feature / alexnet_finetune of the general
+models: cut shapes, offline weights, frozen layers, the feature cache, CLI runs.
 
 No network: models use pretrained=false or a state_dict the tests save and pass as
 model.weights_path. Inputs are 64 px (model.input_size=64) except for the 224 shape checks.
+The presets' parity with the classes they replaced is in test_alexnet_parity.py.
 """
 from __future__ import annotations
 
@@ -15,14 +17,34 @@ import pytest
 import torch
 from torchvision.models import AlexNet_Weights, alexnet
 
+from facecls.config.compose import compose
 from facecls.errors import UserError
-from facecls.models.alexnet import BLOCKS, CUT_LAYERS, AlexNetFeature, AlexNetFinetune
+from facecls.models import build_model, preprocess_for
 from facecls.models.pretrained import torchvision_cache_path, weights_preprocess
 
 from helpers import TINY, cli_env, read_history, read_json, run_cli
 
 SMALL = ["model.input_size=64", "model.head=[32]"]
 FILE_NAME = "alexnet-owt-7be5be79.pth"  # the name torchvision's weights URL gives the file
+# The AlexNet blocks model.freeze names → the torchvision module holding their weights.
+BLOCKS = {"conv1": "features.0", "conv2": "features.3", "conv3": "features.6", "conv4": "features.8",
+          "conv5": "features.10", "fc6": "classifier.1", "fc7": "classifier.4"}
+
+
+def preset(name: str, **options):
+    """conf/model/<name>.yaml as `facecls train model=<name> model.<k>=<v>…` composes it."""
+    overrides = [f"model={name}"]
+    for key, value in options.items():
+        overrides.append(f"model.{key}={'null' if value is None else value}")
+    return compose("train", overrides).model
+
+
+def AlexNetFeature(num_classes: int, **options):  # noqa: N802 — reads like the class it replaced
+    return build_model(preset("alexnet_feature", **options), num_classes)
+
+
+def AlexNetFinetune(num_classes: int, **options):  # noqa: N802
+    return build_model(preset("alexnet_finetune", **options), num_classes)
 
 
 @pytest.fixture(scope="module")
@@ -62,25 +84,26 @@ def test_every_cut_has_the_expected_shape_and_the_head_follows_it():
         if cut in ("conv4", "pool5"):
             assert tuple(model.backbone(x).shape) == (2, *shape)
             assert tuple(model(x).shape) == (2, 5)
-    assert set(EXPECTED_224) == set(CUT_LAYERS)
 
 
 def test_preprocessing_comes_from_the_weights():
     t = AlexNet_Weights.IMAGENET1K_V1.transforms()
-    prep = AlexNetFeature.preprocess({"input_size": None})
+    prep = preprocess_for(preset("alexnet_feature"))
     assert (prep.size, prep.resize) == (t.crop_size[0], t.resize_size[0]) == (224, 256)
     assert prep.mean == tuple(t.mean) and prep.std == tuple(t.std)
-    assert AlexNetFinetune.preprocess({"input_size": None}) == prep
+    assert preprocess_for(preset("alexnet_finetune")) == prep
+    assert preprocess_for(preset("alexnet_feature", pretrained=False)) == prep  # random init compares
     small = weights_preprocess(AlexNet_Weights.IMAGENET1K_V1, 112)
     assert (small.size, small.resize, small.mean) == (112, 128, prep.mean)
 
 
 def test_bad_names_and_sizes_are_one_line_errors():
-    with pytest.raises(UserError, match="unknown model.cut 'conv9' — choose one of: conv1, conv2.*pool5"):
+    with pytest.raises(UserError, match="unknown model.cut 'conv9' for alexnet — choose one of: conv1, conv2.*pool5"):
         AlexNetFeature(num_classes=3, cut="conv9", pretrained=False)
-    with pytest.raises(UserError, match="unknown model.freeze 'conv6' — choose one of: conv1.*fc6, fc7"):
+    with pytest.raises(UserError, match="unknown model.freeze 'conv6' for alexnet — choose one of: conv1.*fc6, fc7"):
         AlexNetFinetune(num_classes=3, freeze="conv6", pretrained=False)
-    with pytest.raises(UserError, match="model.input_size=40 is too small"):
+    with pytest.raises(UserError, match="model.input_size=40 is too small for alexnet up to pool5 — use "
+                                        "model.input_size >= 63"):
         AlexNetFeature(num_classes=3, cut="pool5", input_size=40, pretrained=False)
     with pytest.raises(UserError, match="backbone_lr_mult=0"):
         AlexNetFinetune(num_classes=3, backbone_lr_mult=0, pretrained=False)
@@ -91,11 +114,11 @@ def test_bad_names_and_sizes_are_one_line_errors():
 def test_weights_path_round_trip(state_file, state):
     feature = AlexNetFeature(num_classes=3, cut="pool5", head=[8], weights_path=str(state_file), input_size=64)
     for key, value in feature.backbone.state_dict().items():
-        assert torch.equal(value, state[f"features.{key}"]), key
+        assert torch.equal(value, state[key.removeprefix("body.")]), key
     finetune = AlexNetFinetune(num_classes=3, weights_path=str(state_file), input_size=64)
     own = finetune.state_dict()
-    assert all(torch.equal(own[k], state[k]) for k in state if not k.startswith("classifier.6"))
-    assert own["classifier.6.weight"].shape == (3, 4096)  # the new layer for our classes
+    assert all(torch.equal(own[f"net.{k}"], state[k]) for k in state if not k.startswith("classifier.6"))
+    assert own["net.classifier.6.weight"].shape == (3, 4096)  # the new layer for our classes
 
 
 def test_weights_from_the_torchvision_cache(state_file, state, offline):
@@ -103,7 +126,7 @@ def test_weights_from_the_torchvision_cache(state_file, state, offline):
     offline.symlink_to(state_file)
     assert torchvision_cache_path(AlexNet_Weights.IMAGENET1K_V1) == offline
     model = AlexNetFeature(num_classes=3, cut="conv1", head=[8], input_size=64)
-    assert torch.equal(model.backbone[0].weight, state["features.0.weight"])
+    assert torch.equal(model.backbone.body.get_submodule("features.0").weight, state["features.0.weight"])
 
 
 RAN: list[str] = []  # what CodeOnLoad's unpickling ran
@@ -235,7 +258,7 @@ def test_augmentation_turns_the_cache_off_and_says_why(caplog):
 
     model = AlexNetFeature(num_classes=3, cut="conv1", head=[8], pretrained=False, input_size=64)
     data = _bundle()
-    with caplog.at_level(logging.INFO, logger="facecls.models.alexnet"):
+    with caplog.at_level(logging.INFO, logger="facecls.models.feature_extractor"):
         view = model.training_view(data, None, FeatureCache(None, _eval_settings()), augmented=True)
     net, same = view.module, view.data
     assert net is model and same is data
@@ -259,12 +282,17 @@ def _train(base, env, name, *overrides, data_root):
     return run_dir
 
 
+FEATURE = ["model=alexnet_feature", *SMALL, "seed=5"]
+FINETUNE = ["model=alexnet_finetune", "model.input_size=64", "model.freeze=conv2", "model.backbone_lr_mult=0.1",
+            "seed=5"]
+
+
 @pytest.fixture(scope="module")
 def feature_runs(tmp_path_factory, tiny_faces, state_file):
     """Two alexnet_feature runs from the same weights and seed: with and without the cache."""
     base = tmp_path_factory.mktemp("feature")
     env = cli_env(base / "cache")
-    common = ["model=alexnet_feature", *SMALL, f"model.weights_path={state_file}", "seed=5"]
+    common = [*FEATURE, f"model.weights_path={state_file}"]
     cached = _train(base, env, "cached", *common, data_root=tiny_faces)
     uncached = _train(base, env, "uncached", *common, "model.cache_features=false", data_root=tiny_faces)
     return base, env, cached, uncached
@@ -276,10 +304,10 @@ def test_feature_run_keeps_the_backbone_bit_identical_and_eval_agrees(feature_ru
     assert metrics["epochs_run"] == 2 and metrics["trainable_params"] == 256 * 3 * 3 * 32 + 32 + 32 * 3 + 3
     assert "Backbone features: 36 images" in (run_dir / "train.log").read_text()
     saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
-    backbone = {k.removeprefix("backbone."): v for k, v in saved.items() if k.startswith("backbone.")}
+    backbone = {k.removeprefix("backbone.body."): v for k, v in saved.items() if k.startswith("backbone.")}
     assert len(backbone) == 8  # conv1..conv4 (the default cut): 4 weights and 4 biases
     for key, value in backbone.items():
-        assert torch.equal(value, state[f"features.{key}"]), key
+        assert torch.equal(value, state[key]), key
     # The head trained on cached features; `facecls eval` feeds the whole model images.
     run_cli("eval", f"ckpt={run_dir / 'checkpoints' / 'best.pt'}", cwd=base, env=env)
     scores = read_json(run_dir / "eval.json")
@@ -297,27 +325,105 @@ def test_cached_and_uncached_training_give_the_same_losses(feature_runs):
     assert len(list((base / "cache" / "features").glob("*.pt"))) == 1  # only the cached run wrote one
 
 
-def test_finetune_run_freezes_exactly_up_to_the_named_block(tmp_path, tiny_faces, cache_env, state_file, state):
+@pytest.fixture(scope="module")
+def finetune_run(tmp_path_factory, tiny_faces, state_file):
+    base = tmp_path_factory.mktemp("finetune")
+    env = cli_env(base / "cache")
+    run_dir = _train(base, env, "finetune", *FINETUNE, f"model.weights_path={state_file}", data_root=tiny_faces)
+    return base, env, run_dir
+
+
+def test_finetune_run_freezes_exactly_up_to_the_named_block(finetune_run, state):
     from facecls.inspect.loading import load_run
     from facecls.training.engine import evaluate
 
-    run_dir = _train(tmp_path, cache_env, "finetune", "model=alexnet_finetune", "model.input_size=64",
-                     "model.freeze=conv2", "model.backbone_lr_mult=0.1", f"model.weights_path={state_file}",
-                     "trainer.max_epochs=1", data_root=tiny_faces)
+    _, env, run_dir = finetune_run
     last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     frozen = {BLOCKS["conv1"], BLOCKS["conv2"]}
     for block, module in BLOCKS.items():
         for leaf in ("weight", "bias"):
             key = f"{module}.{leaf}"
-            same = torch.equal(last["model"][key], state[key])
+            same = torch.equal(last["model"][f"net.{key}"], state[key])
             assert same == (module in frozen), f"{block} {key} changed={not same}"
-    assert last["model"]["classifier.6.weight"].shape == (3, 4096)
+    assert last["model"]["net.classifier.6.weight"].shape == (3, 4096)
     assert [g["lr"] for g in last["optimizer"]["param_groups"]] == pytest.approx([1e-3, 1e-4])
     # Rebuilt from best.pt (without looking for ImageNet weights), it scores the test split as training did.
-    run = load_run(run_dir / "checkpoints" / "best.pt", "cpu", cache_dir=cache_env["FACECLS_CACHE_DIR"])
+    run = load_run(run_dir / "checkpoints" / "best.pt", "cpu", cache_dir=env["FACECLS_CACHE_DIR"])
     test = evaluate(run.model, run.data.test, run.prepare, run.eval_settings())
     metrics = read_json(run_dir / "metrics.json")
     assert test["acc"] == metrics["test_acc"] and test["loss"] == pytest.approx(metrics["test_loss"], rel=1e-5)
+
+
+# --- the presets against the classes they replaced --------------------------------------------
+# tests/reference_alexnet.py holds AlexNetFeature/AlexNetFinetune as they were before the presets;
+# a run of each (model._target_=reference_alexnet.…) must give the preset's history.csv exactly.
+
+REFERENCE = {"feature": "reference_alexnet.AlexNetFeature", "finetune": "reference_alexnet.AlexNetFinetune"}
+
+
+def _reference_run(base, env, kind, *overrides, data_root):
+    env = dict(env, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")]))
+    return _train(base, env, f"reference-{kind}", *overrides, f"model._target_={REFERENCE[kind]}",
+                  data_root=data_root)
+
+
+def _without_time(rows):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+@pytest.fixture(scope="module")
+def reference_runs(feature_runs, finetune_run, tiny_faces, state_file):
+    base, env, _, _ = feature_runs
+    weights = f"model.weights_path={state_file}"
+    return {"feature": _reference_run(base, env, "feature", *FEATURE, weights, data_root=tiny_faces),
+            "finetune": _reference_run(base, env, "finetune", *FINETUNE, weights, data_root=tiny_faces)}
+
+
+def test_presets_train_exactly_as_the_classes_they_replaced(feature_runs, finetune_run, reference_runs):
+    preset_runs = {"feature": feature_runs[2], "finetune": finetune_run[2]}
+    for kind, run_dir in preset_runs.items():
+        ours, theirs = read_history(run_dir), read_history(reference_runs[kind])
+        assert len(ours) == 2 and ours[0]["train_loss"] != ours[1]["train_loss"], kind  # it did train
+        assert _without_time(ours) == _without_time(theirs), kind  # every loss, accuracy and lr, as text
+        a, b = read_json(run_dir / "metrics.json"), read_json(reference_runs[kind] / "metrics.json")
+        assert (a["test_acc"], a["test_loss"]) == (b["test_acc"], b["test_loss"]), kind
+
+
+def _as_before_the_presets(ckpt_path: Path, target: str) -> None:
+    """Rewrite a reference run's checkpoint into what such a run wrote before the presets: the old
+    class's name, and a model config without the presets' name/weights/pool."""
+    data = torch.load(ckpt_path, weights_only=True)
+    model_cfg = {k: v for k, v in data["config"]["model"].items() if k not in ("name", "weights", "pool")}
+    data["config"]["model"] = dict(model_cfg, _target_=target)
+    torch.save(data, ckpt_path)
+
+
+def test_checkpoints_from_before_the_presets_still_load(reference_runs, feature_runs, finetune_run, caplog):
+    from facecls.inspect.loading import load_run
+    from facecls.training.checkpoint import load_checkpoint
+    from facecls.training.engine import evaluate
+
+    base, env, _, _ = feature_runs
+    for kind, preset_run in (("feature", feature_runs[2]), ("finetune", finetune_run[2])):
+        run_dir = reference_runs[kind]
+        old_class = f"facecls.models.alexnet.{REFERENCE[kind].rsplit('.', 1)[1]}"
+        for name in ("best.pt", "last.pt"):
+            _as_before_the_presets(run_dir / "checkpoints" / name, old_class)
+        # eval reads the old best.pt (no reference module on the path now) and scores as training did
+        run_cli("eval", f"ckpt={run_dir / 'checkpoints' / 'best.pt'}", cwd=base, env=env)
+        assert read_json(run_dir / "eval.json")["test_acc"] == read_json(run_dir / "metrics.json")["test_acc"]
+        # the old last.pt reads as the preset's: same keys, optimizer groups of the same sizes
+        with caplog.at_level(logging.INFO, logger="facecls.models.legacy"):
+            old = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        assert f"written by {old_class}" in caplog.text
+        new = load_checkpoint(preset_run / "checkpoints" / "last.pt")
+        assert old.config["model"] == new.config["model"]
+        assert list(old.model) == list(new.model)
+        assert [len(g["params"]) for g in old.optimizer["param_groups"]] == \
+            [len(g["params"]) for g in new.optimizer["param_groups"]]
+    run = load_run(reference_runs["feature"] / "checkpoints" / "best.pt", "cpu", cache_dir=env["FACECLS_CACHE_DIR"])
+    test = evaluate(run.model, run.data.test, run.prepare, run.eval_settings())
+    assert test["acc"] == read_json(reference_runs["feature"] / "metrics.json")["test_acc"]
 
 
 def test_cli_without_weights_stops_with_one_line(tmp_path, tiny_faces, cache_env):

@@ -21,6 +21,7 @@ from torch import nn
 from facecls.data.decode import Preprocess
 from facecls.errors import UserError
 from facecls.io import atomic_torch_save, safe_torch_load
+from facecls.models.legacy import upgrade_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UserError(f"'{path}' is not a facecls checkpoint — pass a checkpoints/best.pt or "
                         "last.pt from a facecls run dir.")
-    return Checkpoint.from_dict(data)
+    return Checkpoint.from_dict(upgrade_checkpoint(data, str(path)))
 
 
 def cpu_copy(value: Any) -> Any:

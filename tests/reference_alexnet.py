@@ -1,14 +1,10 @@
-"""AlexNet transfer learning (report sections 2.2 and 2.4), on torchvision's AlexNet.
+"""The AlexNet classes facecls had before model=alexnet_feature / alexnet_finetune became presets of
+the general models (src/facecls/models/alexnet.py at commit fe8467e, unchanged but for the
+``**_preset_options`` each __init__ now ignores: the presets' name/weights/pool).
 
-* :class:`AlexNetFeature` — a frozen (pretrained) AlexNet cut at a named layer feeds a
-  trainable FC head. With no train-time augmentation its features are computed once and
-  cached (:mod:`facecls.data.features`), so the epochs train the head alone.
-* :class:`AlexNetFinetune` — the whole AlexNet trains with a new last layer; blocks up to
-  ``freeze`` stay fixed and the backbone gets ``backbone_lr_mult`` × the learning rate.
-
-Block names follow the AlexNet paper: conv1…conv5, pool5 (after conv5's max-pool and
-torchvision's adaptive average pool), fc6, fc7. Weights come from
-:mod:`facecls.models.pretrained` (a file, torchvision's cache, or a download).
+Only the parity tests in test_alexnet.py use them, as the reference the presets must match
+exactly (history.csv on a fixed seed) — they run as ``model._target_=reference_alexnet.…``
+with tests/ on PYTHONPATH.
 """
 from __future__ import annotations
 
@@ -73,7 +69,7 @@ class AlexNetFeature(FrozenBackbone, _AlexNet):
 
     def __init__(self, num_classes: int, cut: str = "conv4", head: Sequence[int] = (4096, 4096),
                  dropout: float = 0.0, pretrained: bool = True, weights_path: str | None = None,
-                 input_size: int | None = None, cache_features: bool = True):
+                 input_size: int | None = None, cache_features: bool = True, **_preset_options):
         super().__init__()
         if cut not in CUT_LAYERS:
             raise UserError(f"unknown model.cut '{cut}' — choose one of: {', '.join(CUT_LAYERS)}.")
@@ -99,7 +95,7 @@ class AlexNetFinetune(_AlexNet):
 
     def __init__(self, num_classes: int, freeze: str | None = None, backbone_lr_mult: float = 1.0,
                  dropout: float = 0.5, pretrained: bool = True, weights_path: str | None = None,
-                 input_size: int | None = None):
+                 input_size: int | None = None, **_preset_options):
         super().__init__()
         if freeze is not None and freeze not in BLOCKS:
             raise UserError(f"unknown model.freeze '{freeze}' — choose one of: {', '.join(BLOCKS)} "
