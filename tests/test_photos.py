@@ -66,8 +66,33 @@ def test_multi_frame_files_use_their_first_frame_and_say_so(tmp_path, caplog):
     assert caplog.text.count("their first frame is used") == 1
 
 
-@pytest.mark.skipif(decode.HEIF, reason="pillow-heif is installed: HEIC files decode")
-def test_heic_without_the_extra_is_skipped_with_a_line_naming_it(tmp_path):
+def test_a_real_heic_file_decodes_to_its_source_pixels(tmp_path):
+    """A HEIC photo written by libheif (through pillow-heif, the heif extra) decodes to ≈ the
+    picture it was encoded from (lossy: within a few grey levels), also in a folder with a PNG."""
+    pillow_heif = pytest.importorskip("pillow_heif")
+    source = np.zeros((48, 64, 3), dtype=np.uint8)
+    source[..., 0] = np.linspace(0, 255, 64, dtype=np.uint8)[None]  # smooth ramps and a block:
+    source[..., 1] = np.linspace(0, 255, 48, dtype=np.uint8)[:, None]  # what a phone photo is like
+    source[10:30, 20:40, 2] = 220
+    picture = Image.fromarray(source)
+    picture.save(tmp_path / "source.png")
+    pillow_heif.from_pillow(picture).save(tmp_path / "phone.HEIC", quality=90)
+    assert (tmp_path / "phone.HEIC").read_bytes()[4:12] == b"ftypheic"  # a real HEIC container
+
+    prep = Preprocess(size=32)
+    reference = load_image(tmp_path / "source.png", prep).int()
+    heic = load_image(tmp_path / "phone.HEIC", prep)
+    assert heic.shape == (3, 32, 32) and heic.dtype == torch.uint8
+    off = (heic.int() - reference).abs()
+    assert off.float().mean() < 2 and off.max() < 16, (off.float().mean(), off.max())  # here: 0.53 and 2
+    flipped = load_image(tmp_path / "source.png", prep).flip(-1).int()
+    assert (heic.int() - flipped).abs().float().mean() > 30  # the comparison can fail
+    images, keep, skipped = decode_images(tmp_path, ["phone.HEIC", "source.png"], prep, None, progress=False)
+    assert bool(keep.all()) and not skipped and torch.equal(images[0], heic)
+
+
+def test_heic_without_the_extra_is_skipped_with_a_line_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(decode, "HEIF", False)  # as without pillow-heif (the dev extra installs it)
     pattern().save(tmp_path / "fine.png")
     (tmp_path / "phone.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))
     with pytest.raises(UserError, match=r"pip install 'facecls\[heif\]'"):
@@ -158,3 +183,66 @@ def test_odd_file_names_train_are_listed_and_leave_other_splits_alone(tmp_path, 
     assert metrics["train_size"] + metrics["val_size"] + metrics["test_size"] == len(before) + 3
     after = dict(zip(image_folder(root).files, assign_splits(image_folder(root).files, 0.7, 0.15, 0.15, seed=0)))
     assert all(after[f] == split for f, split in before.items())  # the other files keep their split
+
+
+
+def cartoon_face(rng, size: int = 32) -> Image.Image:
+    """An upright cartoon face (hair on top, two eyes, a mouth below), colours and place jittered:
+    upright and upside down are easy to tell apart, even at 16 px."""
+    from PIL import ImageDraw
+
+    im = Image.new("RGB", (size, size), tuple(rng.randrange(60, 200) for _ in range(3)))
+    draw = ImageDraw.Draw(im)
+    dx, dy = rng.randint(-3, 3), rng.randint(-2, 2)
+    skin = (rng.randrange(170, 250), rng.randrange(120, 200), rng.randrange(90, 160))
+    draw.ellipse([6 + dx, 5 + dy, 26 + dx, 29 + dy], fill=skin)
+    draw.chord([6 + dx, 3 + dy, 26 + dx, 17 + dy], 180, 360, fill=tuple(rng.randrange(0, 90) for _ in range(3)))
+    for x in (11, 19):
+        draw.ellipse([x - 2 + dx, 13 + dy, x + 2 + dx, 17 + dy], fill=(20, 20, 40))
+    draw.rectangle([12 + dx, 23 + dy, 20 + dx, 25 + dy], fill=(180, 30, 40))
+    return im
+
+
+def test_training_learns_what_the_orientation_tag_shows(tmp_path, cache_env):
+    """Two classes with the very same stored pixels: every face is stored sideways, tagged
+    orientation 6 ("turn clockwise": it shows upright) in class `upright` and 8 ("turn
+    anticlockwise": it shows upside down) in class `upside_down`. Only decoding that applies
+    the tag can tell the classes apart: ignoring it gives identical inputs, at best chance."""
+    import random
+
+    from PIL import ImageOps
+
+    from helpers import TINY, read_csv, read_json, run_cli
+
+    root, loose = tmp_path / "faces", tmp_path / "loose"
+    for folder in (root / "upright", root / "upside_down", loose):
+        folder.mkdir(parents=True)
+    rng = random.Random(0)
+    faces = [cartoon_face(rng) for _ in range(40)]
+    for i, face in enumerate(faces):
+        stored = face.transpose(Image.Transpose.ROTATE_90)  # the pixels on disk: sideways
+        for cls, tag in (("upright", 6), ("upside_down", 8)):
+            exif = Image.Exif()
+            exif[0x0112] = tag
+            stored.save(root / cls / f"face_{i:03d}.png", exif=exif.tobytes())
+    with Image.open(root / "upright" / "face_000.png") as a, Image.open(root / "upside_down" / "face_000.png") as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))  # identical pixels in both classes
+        assert np.array_equal(np.asarray(ImageOps.exif_transpose(a)), np.asarray(faces[0]))
+        assert np.array_equal(np.asarray(ImageOps.exif_transpose(b)), np.asarray(faces[0].rotate(180)))
+
+    run_cli("train", "data=imagefolder", f"data.root={root}", *TINY, "trainer.max_epochs=4",
+            f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, env=cache_env)
+    metrics = read_json(tmp_path / "run" / "metrics.json")
+    assert metrics["test_size"] >= 8 and metrics["test_acc"] >= 0.9, metrics  # identical inputs: ~0.5
+
+    # predict: a tagged file scores exactly as the same face stored upright without a tag does
+    (loose / "tagged.png").write_bytes((root / "upside_down" / "face_000.png").read_bytes())
+    faces[0].rotate(180).save(loose / "plain_upside_down.png")
+    faces[0].transpose(Image.Transpose.ROTATE_90).save(loose / "untagged_sideways.png")
+    run_cli("predict", f"ckpt={tmp_path / 'run' / 'checkpoints' / 'best.pt'}", f"input={loose}",
+            f"out={tmp_path / 'predict'}", cwd=tmp_path, env=cache_env)
+    rows = {r["file"]: r for r in read_csv(tmp_path / "predict" / "predictions.csv")}
+    scores = {f: (r["top1"], r["p1"], r["top2"], r["p2"]) for f, r in rows.items()}
+    assert scores["tagged.png"] == scores["plain_upside_down.png"]
+    assert scores["tagged.png"] != scores["untagged_sideways.png"]
+    assert rows["tagged.png"]["predicted"] == "upside_down"
