@@ -1,8 +1,8 @@
 """Decode every image once into a uint8 tensor (N×3×H×W), with an on-disk cache.
 
 Epochs then slice batches out of this tensor: no per-sample decoding or PIL work inside the
-training loop. The disk cache is keyed by the file list, sizes, mtimes and the resize, so
-an edited or added image invalidates it automatically.
+training loop. The disk cache is keyed by the file list, sizes, mtimes and the resize (with its
+interpolation), so an edited or added image invalidates it automatically.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
+from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
@@ -48,12 +49,25 @@ class Preprocess:
 
     ``resize=None`` squashes the whole image to size×size; an int resizes the shorter side
     to ``resize`` and centre-crops size×size (torchvision's ImageNet-style preprocessing).
+    ``interpolation`` is the resize filter (a torchvision ``InterpolationMode`` value: the
+    pretrained weights' own, e.g. bicubic for EfficientNet; always antialiased). Checkpoints
+    written before it existed hold no ``interpolation`` and load as bilinear, as they were made.
     """
 
     size: int
     resize: int | None = None
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    interpolation: str = "bilinear"
+
+    def __post_init__(self):
+        if self.interpolation not in INTERPOLATIONS:
+            raise UserError(f"unknown resize interpolation '{self.interpolation}' — choose one of: "
+                            f"{', '.join(INTERPOLATIONS)}.")
+
+
+# The filters PIL resizes with (nearest-exact is tensor-only).
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -102,18 +116,28 @@ def load_image(path: str | os.PathLike, prep: Preprocess, notes: set | None = No
         image, box = detector(image)
         if boxes is not None:
             boxes[str(path)] = box
+    return TF.pil_to_tensor(resize_image(image, prep))
+
+
+def resize_image(image: Image.Image, prep: Preprocess) -> Image.Image:
+    """``image`` resized (and centre-cropped) as ``prep`` says, with its interpolation. PIL's
+    filters antialias when they shrink, as torchvision's ImageClassification (antialias=True)
+    does: its tensor resize matches PIL's to within 1 grey level."""
+    mode = InterpolationMode(prep.interpolation)
     if prep.resize is None:
-        image = TF.resize(image, [prep.size, prep.size], antialias=True)
-    else:
-        image = TF.center_crop(TF.resize(image, prep.resize, antialias=True), [prep.size, prep.size])
-    return TF.pil_to_tensor(image)
+        return TF.resize(image, [prep.size, prep.size], interpolation=mode, antialias=True)
+    return TF.center_crop(TF.resize(image, prep.resize, interpolation=mode, antialias=True), [prep.size, prep.size])
 
 
 def cache_key(root: Path, files: list[str], prep: Preprocess, faces: FaceCrop | None = None) -> str:
-    """Identity of the decoded tensor: every file's path, size and mtime, the resize and the
-    face-cropping settings."""
+    """Identity of the decoded tensor: every file's path, size and mtime, the resize (and its
+    interpolation) and the face-cropping settings."""
     crop = faces.key() if faces is not None else []
-    h = hashlib.sha256(json.dumps([CACHE_VERSION, str(root.resolve()), prep.size, prep.resize, *crop]).encode())
+    # Bilinear keys are those written before the interpolation was an option (bilinear pixels
+    # then too), so those caches stay valid; any other filter gets keys of its own.
+    filt = [] if prep.interpolation == "bilinear" else [{"interpolation": prep.interpolation}]
+    h = hashlib.sha256(json.dumps([CACHE_VERSION, str(root.resolve()), prep.size, prep.resize, *crop,
+                                   *filt]).encode())
     for f in files:
         try:
             st = (root / f).stat()

@@ -9,19 +9,26 @@ found from torchvision itself, never from a table per family:
 * the places a model can be cut or frozen: the nodes of its traced graph
   (``get_graph_node_names``) — every leaf node (``layer3.1.relu_1``) and every module that
   holds nodes (``layer3``: its last node), plus a few readable aliases (AlexNet's ``conv4``);
-* the classifier: the last ``nn.Linear`` in the traced graph, i.e. the one nearest the output.
+* the classifier: the last ``nn.Linear`` in the traced graph, i.e. the one nearest the output;
+* the models built for one image size (ViT's ``image_size``, MaxViT's ``input_size``): the
+  constructor of the class the builder returns takes that argument. They are built for
+  ``model.input_size``, and ViT's pretrained position embeddings are interpolated to it.
 """
 from __future__ import annotations
 
-import functools
+import contextlib
+import inspect
 import logging
 import math
+import typing
+from collections import OrderedDict
 
 import torch
 import torchvision
 from torch import nn
-from torchvision.models import get_model, get_model_weights, list_models
+from torchvision.models import get_model, get_model_builder, get_model_weights, list_models
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+from torchvision.models.vision_transformer import VisionTransformer, interpolate_embeddings
 
 from facecls.data.decode import Preprocess
 from facecls.errors import UserError
@@ -74,31 +81,100 @@ def resolve_weights(name: str, weights: str | None):
 
 
 def preprocess_of(name: str, weights: str | None, input_size: int | None) -> Preprocess:
-    """The chosen weights' preprocessing (random init: the DEFAULT weights', so runs compare);
-    ``input_size`` shrinks the crop. decode.py resizes bilinearly; say so where the weights differ."""
+    """The chosen weights' preprocessing, their resize interpolation included (random init: the
+    DEFAULT weights', so runs compare); ``input_size`` changes the crop."""
     enum = resolve_weights(check_name(name), weights) or get_model_weights(name).DEFAULT
-    interpolation = getattr(enum.transforms(), "interpolation", None)
-    if interpolation is not None and interpolation.value != "bilinear":
-        _note_interpolation(str(enum), interpolation.value)
     return weights_preprocess(enum, input_size)
 
 
-@functools.lru_cache(maxsize=None)  # once per weights and process, not at every preprocess call
-def _note_interpolation(weights: str, interpolation: str) -> None:
-    log.info("%s were trained on %s-resized images; facecls resizes bilinearly (with antialias).",
-             weights, interpolation)
+# Constructor arguments that fix the image size a model is built for (VisionTransformer's
+# image_size: an int; MaxVit's input_size: a pair).
+SIZE_ARGUMENTS = ("image_size", "input_size")
 
 
-def build_network(name: str, weights: str | None, pretrained: bool, weights_path: str | None) -> nn.Module:
+def size_argument(name: str) -> inspect.Parameter | None:
+    """The constructor argument that fixes ``name``'s image size, or None (any size fits). Found
+    from the class the builder returns (``vit_b_16() -> VisionTransformer``), not per family."""
+    try:
+        cls = typing.get_type_hints(get_model_builder(name)).get("return")
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError, NameError, AttributeError):
+        return None
+    return next((params[a] for a in SIZE_ARGUMENTS if a in params), None)
+
+
+def construct(name: str, size: int | None = None, device: str | None = None, option: str = "model.input_size"):
+    """torchvision's ``name`` with random weights, built for size×size images where its
+    constructor fixes the size (ViT: ``image_size``); ``device='meta'`` builds it without memory.
+    A size the constructor refuses (not a multiple of ViT's patch size) → one UserError naming
+    the nearest sizes that work."""
+    arg = size_argument(name) if size is not None else None
+    kwargs = {} if arg is None else {arg.name: _size_value(arg, int(size))}
+    try:
+        with torch.device(device) if device else contextlib.nullcontext():
+            return get_model(name, weights=None, **kwargs)
+    except (AssertionError, ValueError) as err:
+        if not kwargs:
+            raise
+        raise _bad_size(name, int(size), arg, err, option) from None
+
+
+def _size_value(arg: inspect.Parameter, size: int):
+    return (size, size) if typing.get_origin(arg.annotation) is tuple or arg.annotation is tuple else size
+
+
+def _builds(name: str, arg: inspect.Parameter, size: int) -> bool:
+    try:
+        with torch.device("meta"):  # a constructor's own checks, without memory or init time
+            get_model(name, weights=None, **{arg.name: _size_value(arg, size)})
+        return True
+    except (AssertionError, ValueError, RuntimeError):
+        return False
+
+
+def _bad_size(name: str, size: int, arg: inspect.Parameter, err: Exception, option: str) -> UserError:
+    default = int(get_model_weights(name).DEFAULT.transforms().crop_size[0])
+    with torch.device("meta"):
+        patch = getattr(get_model(name, weights=None), "patch_size", None)
+    below = next((s for s in range(size - 1, max(0, size - 2 * default), -1) if _builds(name, arg, s)), None)
+    above = next((s for s in range(size + 1, size + 2 * default) if _builds(name, arg, s)), None)
+    nearest = " or ".join(str(s) for s in (below, above) if s is not None)
+    why = (f"{name} takes multiples of its patch size {patch}" if patch else
+           f"{name} refuses it ({str(err).splitlines()[0].split('. ')[0][:120]})")
+    return UserError(f"{option}={size} does not fit: {why} — use {nearest + ', or ' if nearest else ''}"
+                     f"null for the weights' own {default}.")
+
+
+def adapt_state(net: nn.Module, state: dict) -> dict:
+    """A pretrained state_dict made for another image size, made to fit ``net``: ViT's position
+    embeddings interpolated to its grid (torchvision's ``interpolate_embeddings``). Anything
+    else is returned as it is (a real mismatch is reported when it is loaded)."""
+    key = "encoder.pos_embedding"
+    if not isinstance(net, VisionTransformer) or key not in state:
+        return state
+    if tuple(state[key].shape) == tuple(net.encoder.pos_embedding.shape):
+        return state
+    try:
+        adapted = interpolate_embeddings(net.image_size, net.patch_size, OrderedDict(state))
+    except (ValueError, RuntimeError):
+        return state
+    log.info("Position embeddings interpolated from %d to %d tokens (%d×%d px input)", state[key].shape[1],
+             adapted[key].shape[1], net.image_size, net.image_size)
+    return adapted
+
+
+def build_network(name: str, weights: str | None, pretrained: bool, weights_path: str | None,
+                  size: int | None = None) -> nn.Module:
     """torchvision's ``name`` with the resolved weights (random init when ``weights`` is null or
-    ``pretrained`` is false — facecls sets that when a checkpoint holds every weight)."""
+    ``pretrained`` is false — facecls sets that when a checkpoint holds every weight), built for
+    size×size input where the architecture fixes its image size (ViT)."""
     enum = resolve_weights(check_name(name), weights)
     if weights_path and not (pretrained and enum is not None):
         raise UserError(f"model.weights_path={weights_path} is set but model.weights=null or "
                         "model.pretrained=false — drop one of them (weights_path loads pretrained weights).")
-    net = get_model(name, weights=None)
+    net = construct(name, size)
     if pretrained and enum is not None:
-        load_pretrained(net, enum, weights_path)
+        load_pretrained(net, enum, weights_path, adapt=adapt_state)
     return net
 
 

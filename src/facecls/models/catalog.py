@@ -8,13 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torchvision.models import get_model, get_model_weights
+from torchvision.models import get_model_weights
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from facecls.models.backbones import (
     aliases_of,
     check_name,
     classifier_names,
+    construct,
     graph_nodes,
     node_names,
     resolve_node,
@@ -32,9 +33,9 @@ class Backbone:
     input_size: int     # the DEFAULT weights' crop
 
 
-def _meta_model(name: str) -> torch.nn.Module:
-    with torch.device("meta"):  # shapes without memory or init time, even for vit_h_14
-        return get_model(name, weights=None).eval()
+def _meta_model(name: str, size: int | None = None) -> torch.nn.Module:
+    # shapes without memory or init time, even for vit_h_14; ViT built for size×size
+    return construct(name, size, device="meta", option="input_size").eval()
 
 
 def describe(name: str) -> Backbone:
@@ -53,7 +54,7 @@ def node_shapes(name: str, weights: str | None = "DEFAULT", input_size: int | No
     — default: the weights' crop), in forward order; aliases show the node they stand for."""
     enum = resolve_weights(check_name(name), weights) or get_model_weights(name).DEFAULT
     size = int(input_size or enum.transforms().crop_size[0])
-    net = _meta_model(name)
+    net = _meta_model(name, size)
     nodes = graph_nodes(net)
     graph = create_feature_extractor(net, return_nodes={n: n for n in nodes})
     try:

@@ -38,14 +38,14 @@ class FeatureExtractor(FrozenBackbone, TorchvisionModel):
                  cache_features: bool = True):
         super().__init__()
         p = check_dropout(dropout)
-        net = build_network(name, weights, pretrained, weights_path)
+        own = self.preprocess({"name": name, "weights": weights, "input_size": None}).size
+        size = self.preprocess({"name": name, "weights": weights, "input_size": input_size}).size
+        net = build_network(name, weights, pretrained, weights_path, size)  # ViT: built for size×size
         self.backbone = cut_network(net, name, str(cut), str(pool))
         self.backbone.requires_grad_(False)
         self.backbone.eval()
         self.name, self.weights, self.cut, self.pool = name, weights if pretrained else None, str(cut), str(pool)
         self.cache_features = bool(cache_features)
-        own = self.preprocess({"name": name, "weights": weights, "input_size": None}).size
-        size = self.preprocess({"name": name, "weights": weights, "input_size": input_size}).size
         self.feature_shape = output_shape(self.backbone, size, own, f"{name} up to {cut}")
         self.head = fc_head(math.prod(self.feature_shape), head, p, num_classes)  # the head follows the cut
 

@@ -36,7 +36,9 @@ class Finetune(TorchvisionModel):
         if isinstance(backbone_lr_mult, bool) or not float(backbone_lr_mult) > 0:
             raise UserError(f"model.backbone_lr_mult={backbone_lr_mult} is invalid — use a number > 0 "
                             "(to keep the whole backbone fixed use model=feature_extractor).")
-        self.net = build_network(name, weights, pretrained, weights_path)
+        own = self.preprocess({"name": name, "weights": weights, "input_size": None}).size
+        size = self.preprocess({"name": name, "weights": weights, "input_size": input_size}).size
+        self.net = build_network(name, weights, pretrained, weights_path, size)  # ViT: built for size×size
         nodes = graph_nodes(self.net)
         self.classifier_name, old = classifier_node(self.net, nodes)
         self.net.set_submodule(self.classifier_name, init_linear(nn.Linear(old.in_features, num_classes)))
@@ -55,8 +57,6 @@ class Finetune(TorchvisionModel):
                                 "node, or use model=feature_extractor for a fixed backbone.")
             for pname in self.frozen:
                 self.net.get_parameter(pname).requires_grad_(False)
-        own = self.preprocess({"name": name, "weights": weights, "input_size": None}).size
-        size = self.preprocess({"name": name, "weights": weights, "input_size": input_size}).size
         output_shape(self.net, size, own, name)
 
     def train(self, mode: bool = True):

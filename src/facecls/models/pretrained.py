@@ -98,9 +98,12 @@ def pretrained_state_dict(weights, weights_path: str | None = None, progress: bo
 
 
 def load_pretrained(model: torch.nn.Module, weights, weights_path: str | None = None,
-                    progress: bool = True) -> str:
-    """Fill ``model`` with the resolved weights (shape mismatches → one UserError); return the source."""
+                    progress: bool = True, adapt=None) -> str:
+    """Fill ``model`` with the resolved weights (shape mismatches → one UserError); return the source.
+    ``adapt(model, state) -> state`` may first fit the state to the model (ViT at another size)."""
     state, source = pretrained_state_dict(weights, weights_path, progress)
+    if adapt is not None:
+        state = adapt(model, state)
     restore_model(model, state, source=source)
     log.info("Pretrained weights %s from %s", weights, source)
     return source
@@ -108,14 +111,17 @@ def load_pretrained(model: torch.nn.Module, weights, weights_path: str | None = 
 
 def weights_preprocess(weights, input_size: int | None = None) -> Preprocess:
     """The preprocessing the weights were trained with (torchvision's ``weights.transforms()``:
-    shorter side → resize, centre crop, ImageNet mean/std). ``input_size`` shrinks the crop
-    (and the resize in proportion), e.g. for fast tests; None keeps the weights' own size.
-    decode.py resizes with bilinear + antialias, as torchvision's ImageClassification does."""
+    shorter side → resize with the weights' interpolation (bilinear for most, bicubic for
+    EfficientNet, Swin, the SWAG ViTs…; antialiased, as torchvision's ImageClassification does),
+    centre crop, ImageNet mean/std). ``input_size`` changes the crop (and the resize in
+    proportion); None keeps the weights' own size."""
     t = weights.transforms()
     crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
     if input_size is not None:
         resize, crop = round(resize * int(input_size) / crop), int(input_size)
-    return Preprocess(size=crop, resize=resize, mean=tuple(t.mean), std=tuple(t.std))
+    interpolation = getattr(t, "interpolation", None)
+    return Preprocess(size=crop, resize=resize, mean=tuple(t.mean), std=tuple(t.std),
+                      interpolation=interpolation.value if interpolation is not None else "bilinear")
 
 
 def skip_pretrained(model_cfg: DictConfig) -> DictConfig:
