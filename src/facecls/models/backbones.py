@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 PENULTIMATE = "penultimate"  # the input of the model's classifier
 # Readable names for nodes, per family (the prefix of model.name): the AlexNet paper's blocks
-# (a conv block ends after its ReLU, as in models/alexnet.py) and the ResNet stem.
+# (a conv block ends after its ReLU; the presets conf/model/alexnet_*.yaml use them) and the ResNet stem.
 ALIASES = {
     "alexnet": {"conv1": "features.1", "conv2": "features.4", "conv3": "features.7", "conv4": "features.9",
                 "conv5": "features.11", "pool5": "avgpool", "fc6": "classifier.2", "fc7": "classifier.5"},
