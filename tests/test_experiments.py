@@ -15,7 +15,8 @@ from helpers import read_history
 
 EXPERIMENTS = sorted(p.stem for p in (Path(config_dir()) / "experiment").glob("*.yaml"))
 REPORT_SECTIONS = ["s1_2_baseline", "s1_3_pooling", "s1_4_dropout", "s1_4_weight_decay", "s1_4_early_stopping",
-                   "s1_4_lr_schedule", "s1_5_architecture", "s1_6_best", "s1_7_robustness", "s2_1_mlp",
+                   "s1_4_lr_schedule", "s1_4_modern_regularisers", "s1_5_architecture", "s1_6_best",
+                   "s1_7_robustness", "s2_1_mlp",
                    "s2_2_alexnet_feature", "s2_3_weights", "s2_4_alexnet_finetune", "s2_5_guided_backprop"]
 
 
@@ -46,6 +47,21 @@ def sweep_combinations(params) -> list[list[str]]:
 
 def test_every_report_section_has_an_experiment():
     assert sorted(REPORT_SECTIONS) == EXPERIMENTS
+
+
+def test_modern_regulariser_options_switch_on_what_they_name():
+    """reg=warmup|ema|mixup|cutmix are one-word switches for settings that live elsewhere (sched,
+    trainer, aug); reg comes after those groups, so its value wins, and the command line wins over it."""
+    plain = compose("train", [])
+    settings = {"warmup": ("sched.warmup_epochs", 3), "ema": ("trainer.ema.decay", 0.99),
+                "mixup": ("aug.mixup_alpha", 0.2), "cutmix": ("aug.cutmix_alpha", 1.0)}
+    for option, (key, value) in settings.items():
+        assert OmegaConf.select(plain, key) in (0, None), key
+        assert OmegaConf.select(compose("train", [f"reg={option}", "aug=basic", "sched=cosine"]), key) == value
+    both = compose("train", ["reg=[dropout,ema]", "trainer.ema.decay=0.9"])
+    assert both.reg.dropout.p == 0.5 and both.trainer.ema.decay == 0.9
+    params = sweep_params(["experiment=s1_4_modern_regularisers"])
+    assert params["reg"] == "none," + ",".join(settings)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -34,3 +34,19 @@ def test_report_has_every_section_and_valid_figures(tmp_path, tiny_faces, cache_
     # Run again: every finished section is re-used, nothing is trained twice.
     proc = run_cli(*args, cwd=tmp_path, env=cache_env)
     assert proc.stdout.count("re-used") == sum(1 for s in SECTIONS if s.experiment)
+
+
+@pytest.mark.slow  # two sweeps of the smoke budget: ~25 s on 2 cores
+def test_extra_regularisers_add_rows_and_a_section(tmp_path, cache_env):
+    out = tmp_path / "report"
+    run_cli("report", "report.sections=[s1_4_lr_schedule,s1_4_modern]", "report.extra_regularisers=true",
+            "report.budget=smoke", f"out={out}", cwd=tmp_path, env=cache_env)
+    text = (out / "report.md").read_text()
+    schedules = text.split("## 1.4 Learning-rate schedules")[1].split("## ")[0]
+    assert "'sched=none,step,cosine,plateau,onecycle'" in schedules  # the Re-run line names the extra rows
+    rows = re.findall(r"^\| \d+ \| (\w+) \| [\d.]+ \|", schedules, flags=re.M)
+    assert rows == ["none", "step", "cosine", "plateau", "onecycle"]
+    modern = text.split("## 1.4 Modern regularisers")[1]
+    assert re.findall(r"^\| \d+ \| (\w+) \| [\d.]+ \|", modern, flags=re.M) == ["none", "ema", "mixup"]
+    config = (out / "runs" / "s1_4_modern" / "1" / ".hydra" / "config.yaml").read_text()
+    assert "decay: 0.99" in config  # reg=ema switched the weight average on

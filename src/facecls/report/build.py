@@ -30,14 +30,16 @@ def _section_overrides(cfg: DictConfig, section_id: str, experiment: str) -> lis
     budget = cfg.budgets.get(cfg.report.budget)
     if budget is None:
         raise UserError(f"report.budget={cfg.report.budget} — use one of: {', '.join(cfg.budgets)}.")
-    return [*budget.get("all", []), *budget.get(experiment, []), *cfg.train_overrides]
+    extra = cfg.extra_regularisers.get(experiment, []) if cfg.report.extra_regularisers else []
+    return [*budget.get("all", []), *budget.get(experiment, []), *extra, *cfg.train_overrides]
 
 
 def build_report(cfg: DictConfig, data: list[str]) -> Path:
     """Run the sections ``cfg.report.sections`` (default: all) with the user's ``data``
     overrides (data=…, data.*, paths.*) and write report.md; return its path."""
     out = Path(cfg.out).expanduser().resolve()
-    wanted = list(cfg.report.sections) if cfg.report.sections else [s.id for s in SECTIONS]
+    wanted = list(cfg.report.sections) if cfg.report.sections else \
+        [s.id for s in SECTIONS if cfg.report.extra_regularisers or not s.extra]
     unknown = sorted(set(wanted) - {s.id for s in SECTIONS})
     if unknown:
         raise UserError(f"unknown report section(s) {unknown} — choose from: {', '.join(s.id for s in SECTIONS)}.")
@@ -50,7 +52,9 @@ def build_report(cfg: DictConfig, data: list[str]) -> Path:
         bar.set_description(f"report: {section.id}")
         log.info("[%d/%d] %s (then: %s)", index + 1, len(sections), section.title, remaining)
         t0 = time.perf_counter()
-        result = {"section": section, "runs": None, "outcome": Outcome(ok=True), "notes": [], "figures": []}
+        result = {"section": section, "runs": None, "outcome": Outcome(ok=True), "notes": [], "figures": [],
+                  "extra": list(cfg.extra_regularisers.get(section.experiment, []))
+                  if cfg.report.extra_regularisers and section.experiment else []}
         results[section.id] = result
         logs = out / "logs" / f"{section.id}.log"
         if section.reuse:

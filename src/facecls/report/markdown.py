@@ -63,7 +63,8 @@ def _section_lines(result: dict, out: Path) -> list[str]:
     section, outcome = result["section"], result["outcome"]
     lines = [f"## {section.title}", ""]
     if section.experiment:
-        lines += [f"Re-run: `facecls train experiment={section.experiment}`" +
+        extra = "".join(f" '{o}'" for o in result.get("extra", []))  # report.extra_regularisers' rows
+        lines += [f"Re-run: `facecls train experiment={section.experiment}{extra}`" +
                   (" (a sweep: one run dir per configuration)" if section.sweep else ""), ""]
     if section.reuse:
         lines += [f"Uses the run of section {section.reuse}.", ""]

@@ -25,6 +25,7 @@ class Section:
     reuse: str | None = None             # train nothing; use this section's run instead
     sweep: bool = False                  # a multirun: one run dir per configuration
     alexnet: bool = False                # needs pretrained AlexNet weights
+    extra: bool = False                  # beyond the report: only with report.extra_regularisers=true
     figures: list[Figure] = field(default_factory=list)
     tools: list[list[str]] = field(default_factory=list)  # extra commands without a training run
 
@@ -46,6 +47,8 @@ SECTIONS = [
     Section("s1_4_weight_decay", "1.4 Weight decay (Adam vs SGD)", "s1_4_weight_decay", sweep=True),
     Section("s1_4_early_stopping", "1.4 Early stopping", "s1_4_early_stopping", sweep=True),
     Section("s1_4_lr_schedule", "1.4 Learning-rate schedules", "s1_4_lr_schedule", sweep=True),
+    Section("s1_4_modern", "1.4 Modern regularisers: warm-up, EMA, MixUp, CutMix (beyond the report)",
+            "s1_4_modern_regularisers", sweep=True, extra=True),
     Section("s1_5", "1.5 Architecture shape", "s1_5_architecture", sweep=True),
     Section("s1_6", "1.6 The best ConvNet", "s1_6_best", figures=[
         Figure("1", "final test performance (test confusion matrix)", [], CONFUSION, run_file=True),
