@@ -13,6 +13,11 @@ found from torchvision itself, never from a table per family:
 * the models built for one image size (ViT's ``image_size``, MaxViT's ``input_size``): the
   constructor of the class the builder returns takes that argument. They are built for
   ``model.input_size``, and ViT's pretrained position embeddings are interpolated to it.
+
+``model.source=timm`` takes the names, weights, preprocessing and construction from timm instead
+(:mod:`facecls.models.timm_source`); the nodes, cuts, freezing and classifier are this same code,
+traced with timm's FX helpers (``timm.models.get_graph_node_names``/``create_feature_extractor``:
+torchvision's, told timm's leaf modules) whenever the network is a timm one.
 """
 from __future__ import annotations
 
@@ -50,6 +55,23 @@ ALIASES = {
 }
 
 
+SOURCES = ("torchvision", "timm")
+
+
+def source_of(source: str | None):
+    """``model.source`` → None for torchvision (this module), or :mod:`facecls.models.timm_source`."""
+    source = "torchvision" if source is None else str(source)
+    if source not in SOURCES:
+        raise UserError(f"model.source={source} is invalid — choose one of: {', '.join(SOURCES)}.")
+    if source == "torchvision":
+        return None
+    try:
+        from facecls.models import timm_source
+    except ImportError as err:
+        raise UserError(f"model.source=timm needs the timm package ({err}) — pip install 'facecls[timm]'.") from None
+    return timm_source
+
+
 def classifier_names() -> list[str]:
     """Every classification model torchvision lists (resnet18, vit_b_16, …)."""
     return list_models(module=torchvision.models)
@@ -80,9 +102,12 @@ def resolve_weights(name: str, weights: str | None):
                         f"{', '.join(weight_names(name))} (or null for random init).") from None
 
 
-def preprocess_of(name: str, weights: str | None, input_size: int | None) -> Preprocess:
+def preprocess_of(name: str, weights: str | None, input_size: int | None, source: str | None = None) -> Preprocess:
     """The chosen weights' preprocessing, their resize interpolation included (random init: the
-    DEFAULT weights', so runs compare); ``input_size`` changes the crop."""
+    DEFAULT weights', so runs compare); ``input_size`` changes the crop. timm: its pretrained_cfg's."""
+    other = source_of(source)
+    if other is not None:
+        return other.preprocess_of(name, weights, input_size)
     enum = resolve_weights(check_name(name), weights) or get_model_weights(name).DEFAULT
     return weights_preprocess(enum, input_size)
 
@@ -164,10 +189,13 @@ def adapt_state(net: nn.Module, state: dict) -> dict:
 
 
 def build_network(name: str, weights: str | None, pretrained: bool, weights_path: str | None,
-                  size: int | None = None) -> nn.Module:
-    """torchvision's ``name`` with the resolved weights (random init when ``weights`` is null or
-    ``pretrained`` is false — facecls sets that when a checkpoint holds every weight), built for
-    size×size input where the architecture fixes its image size (ViT)."""
+                  size: int | None = None, source: str | None = None) -> nn.Module:
+    """torchvision's (or timm's) ``name`` with the resolved weights (random init when ``weights`` is
+    null or ``pretrained`` is false — facecls sets that when a checkpoint holds every weight), built
+    for size×size input where the architecture fixes its image size (ViT)."""
+    other = source_of(source)
+    if other is not None:
+        return other.build_network(name, weights, pretrained, weights_path, size)
     enum = resolve_weights(check_name(name), weights)
     if weights_path and not (pretrained and enum is not None):
         raise UserError(f"model.weights_path={weights_path} is set but model.weights=null or "
@@ -178,12 +206,32 @@ def build_network(name: str, weights: str | None, pretrained: bool, weights_path
     return net
 
 
+def is_timm(net: nn.Module) -> bool:
+    return type(net).__module__.startswith("timm.")
+
+
+def _tracer(net: nn.Module):
+    """(get_graph_node_names, create_feature_extractor): torchvision's, or timm's wrappers of them
+    (the same functions, told which timm modules and functions are leaves) for a timm network."""
+    if is_timm(net):
+        from timm.models import create_feature_extractor as timm_extractor
+        from timm.models import get_graph_node_names as timm_node_names
+
+        return timm_node_names, timm_extractor
+    return get_graph_node_names, create_feature_extractor
+
+
+def feature_graph(net: nn.Module, return_nodes: dict[str, str]) -> nn.Module:
+    """``net``'s traced graph returning ``return_nodes`` (create_feature_extractor)."""
+    return _tracer(net)[1](net, return_nodes=return_nodes)
+
+
 def graph_nodes(net: nn.Module) -> list[str]:
     """The leaf nodes of ``net``'s traced eval graph, in forward order (the input left out)."""
     was_training = net.training
     net.eval()
     try:
-        return [n for n in get_graph_node_names(net)[1] if n != "x"]
+        return [n for n in _tracer(net)[0](net)[1] if n != "x"]
     finally:
         net.train(was_training)
 
@@ -202,31 +250,47 @@ def node_names(nodes: list[str], name: str) -> list[str]:
     ordered = []
     for i, node in enumerate(nodes):
         ordered += [node, *after.get(i, [])]
-    return [*aliases_of(name), *ordered]
+    return [*aliases_of(name, nodes), *ordered]
 
 
-def aliases_of(name: str) -> dict[str, str]:
+def aliases_of(name: str, nodes: list[str] | None = None) -> dict[str, str]:
+    """The family's aliases (by the prefix of ``name``); with ``nodes``, only those whose node or
+    module is in that graph (timm's efficientnet has no torchvision ``features.0``)."""
     family = next((f for f in sorted(ALIASES, key=len, reverse=True) if name.startswith(f)), None)
-    return ALIASES.get(family, {})
+    aliases = ALIASES.get(family, {})
+    if nodes is None:
+        return aliases
+    return {a: t for a, t in aliases.items() if t in nodes or any(n.startswith(f"{t}.") for n in nodes)}
 
 
-def resolve_node(nodes: list[str], name: str, value: str, option: str) -> str:
+def resolve_node(nodes: list[str], name: str, value: str, option: str, source: str | None = None) -> str:
     """A cut/freeze name (alias, leaf node or module) → the leaf node it stands for."""
-    target = aliases_of(name).get(value, value)
+    aliases = aliases_of(name, nodes)
+    target = aliases.get(value, value)
     if target in nodes:
         return target
     inside = [n for n in nodes if n.startswith(f"{target}.")]
     if inside:
         return inside[-1]
-    aliases = aliases_of(name)
     modules = [n for n in node_names(nodes, name)[len(aliases):] if n not in nodes and n.count(".") <= 1]
     stages = [*aliases, *modules] or nodes
+    listing = f"facecls models{'' if source in (None, 'torchvision') else f' source={source}'} name={name}"
     raise UserError(f"unknown {option} '{value}' for {name} — choose one of: {', '.join(stages)}"
-                    f"{', ' + PENULTIMATE if option == 'model.cut' else ''} (every node: facecls models name={name}).")
+                    f"{', ' + PENULTIMATE if option == 'model.cut' else ''} (every node: {listing}).")
 
 
-def classifier_node(net: nn.Module, nodes: list[str]) -> tuple[str, nn.Linear]:
-    """The classifier: the last ``nn.Linear`` the traced graph calls (the one nearest the output)."""
+def classifier_node(net: nn.Module, nodes: list[str]) -> tuple[str, nn.Module]:
+    """The classifier: the last ``nn.Linear`` the traced graph calls (the one nearest the output).
+    A timm network says which it is (``get_classifier()``): an ``nn.Linear``, or an ``nn.Identity``
+    when its weights come without a head (DINOv2…) — its input is still the penultimate features."""
+    if is_timm(net) and callable(getattr(net, "get_classifier", None)):
+        head = net.get_classifier()
+        name = next((n for n, m in net.named_modules() if m is head and n), None)
+        if isinstance(head, (nn.Linear, nn.Identity)) and name:
+            return name, head
+        kind = " + ".join(type(h).__name__ for h in head) if isinstance(head, tuple) else type(head).__name__
+        raise UserError(f"{type(net).__name__}'s classifier (timm get_classifier(): {kind}) is not one nn.Linear — "
+                        "use a model.cut node with model=feature_extractor, or another model.name.")
     for node in reversed(nodes):
         try:
             module = net.get_submodule(node)
@@ -246,7 +310,7 @@ class Cut(nn.Module):
         if pool not in ("avg", "none"):
             raise UserError(f"model.pool={pool} is invalid — choose one of: avg, none.")
         net.eval()
-        self.body = create_feature_extractor(net, return_nodes={node: "out"})
+        self.body = feature_graph(net, {node: "out"})
         self.node, self.pool = node, pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -258,14 +322,14 @@ class Cut(nn.Module):
         return out
 
 
-def cut_network(net: nn.Module, name: str, cut: str, pool: str) -> Cut:
+def cut_network(net: nn.Module, name: str, cut: str, pool: str, source: str | None = None) -> Cut:
     """``net`` cut at ``cut`` (a node/module/alias, or penultimate = the classifier's input)."""
     nodes = graph_nodes(net)
     if cut == PENULTIMATE:
         node, _ = classifier_node(net, nodes)
         net.set_submodule(node, nn.Identity())  # the classifier's output becomes its input
         return Cut(net, node, pool)
-    return Cut(net, resolve_node(nodes, name, str(cut), "model.cut"), pool)
+    return Cut(net, resolve_node(nodes, name, str(cut), "model.cut", source), pool)
 
 
 def _fits(module: nn.Module, size: int) -> tuple[int, ...] | None:

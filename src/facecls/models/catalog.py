@@ -1,4 +1,5 @@
-"""What ``facecls models`` shows: the backbones torchvision offers, and the nodes of one of them.
+"""What ``facecls models`` shows: the backbones torchvision (or timm: ``source=timm``) offers,
+and the nodes of one of them.
 
 Nothing here downloads or allocates weights: parameter counts come from the weights' metadata
 (or a model built on the ``meta`` device), node shapes from one forward pass on ``meta`` tensors.
@@ -9,17 +10,18 @@ from dataclasses import dataclass
 
 import torch
 from torchvision.models import get_model_weights
-from torchvision.models.feature_extraction import create_feature_extractor
 
 from facecls.models.backbones import (
     aliases_of,
     check_name,
     classifier_names,
     construct,
+    feature_graph,
     graph_nodes,
     node_names,
     resolve_node,
     resolve_weights,
+    source_of,
     weight_names,
 )
 
@@ -27,9 +29,9 @@ from facecls.models.backbones import (
 @dataclass
 class Backbone:
     name: str
-    params: int
+    params: int | None  # None: not counted (timm's list: counting builds each model)
     weights: list[str]  # DEFAULT first
-    default: str        # the weights DEFAULT stands for
+    default: str | None  # the weights DEFAULT stands for (None: timm has no weights for it)
     input_size: int     # the DEFAULT weights' crop
 
 
@@ -49,14 +51,32 @@ def backbones() -> list[Backbone]:
     return [describe(name) for name in classifier_names()]
 
 
-def node_shapes(name: str, weights: str | None = "DEFAULT", input_size: int | None = None) -> list[tuple[str, str]]:
+def timm_backbones(pattern: str | None = None) -> list[Backbone]:
+    """timm's models matching ``pattern`` (``convnext*``; None: all), with their weights' tags and
+    input size, from their pretrained configs (no model is built, so no parameter count)."""
+    timm_source = source_of("timm")
+    rows = []
+    for name in timm_source.model_names(pattern):
+        tags = timm_source.tags(name)
+        rows.append(Backbone(name, None, ["DEFAULT", *tags], timm_source.default_tag(name),
+                             timm_source.own_size(name, None)))
+    return rows
+
+
+def node_shapes(name: str, weights: str | None = "DEFAULT", input_size: int | None = None,
+                source: str | None = None) -> list[tuple[str, str]]:
     """(name ``model.cut``/``model.freeze`` accept, its output shape C×H×W at ``input_size``
     — default: the weights' crop), in forward order; aliases show the node they stand for."""
-    enum = resolve_weights(check_name(name), weights) or get_model_weights(name).DEFAULT
-    size = int(input_size or enum.transforms().crop_size[0])
-    net = _meta_model(name, size)
+    other = source_of(source)
+    if other is not None:
+        size = int(input_size or other.preprocess_of(name, weights, None).size)
+        net = other.construct(name, weights, size, device="meta", option="input_size").eval()
+    else:
+        enum = resolve_weights(check_name(name), weights) or get_model_weights(name).DEFAULT
+        size = int(input_size or enum.transforms().crop_size[0])
+        net = _meta_model(name, size)
     nodes = graph_nodes(net)
-    graph = create_feature_extractor(net, return_nodes={n: n for n in nodes})
+    graph = feature_graph(net, {n: n for n in nodes})
     try:
         with torch.no_grad():
             outputs = graph(torch.zeros(1, 3, size, size, device="meta"))
@@ -70,5 +90,5 @@ def node_shapes(name: str, weights: str | None = "DEFAULT", input_size: int | No
         value = outputs.get(resolve_node(nodes, name, node, "model.cut"))
         return "×".join(map(str, value.shape[1:])) if isinstance(value, torch.Tensor) else "—"
 
-    aliases = aliases_of(name)
+    aliases = aliases_of(name, nodes)
     return [(f"{n} (= {aliases[n]})" if n in aliases else n, shape(n)) for n in node_names(nodes, name)]

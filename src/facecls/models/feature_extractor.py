@@ -1,6 +1,7 @@
-"""A frozen torchvision backbone cut at any node, feeding a trainable FC head (``model=feature_extractor``).
+"""A frozen torchvision (or timm) backbone cut at any node, feeding a trainable FC head (``model=feature_extractor``).
 
-The general form of the report's section 2.2 for every classifier torchvision lists: the
+The general form of the report's section 2.2 for every classifier torchvision lists (or timm,
+with ``model.source=timm``): the
 backbone ``model.name`` with ``model.weights``, cut at ``model.cut`` (a graph node, a module
 such as ``layer3``, an alias, or ``penultimate`` = the classifier's input), optionally
 average-pooled (``model.pool``), frozen and always in eval mode. Without train-time
@@ -22,11 +23,13 @@ log = logging.getLogger(__name__)
 
 
 class TorchvisionModel(FaceModel):
-    """Preprocessing from the chosen weights' ``transforms()`` (also for random init, so runs compare)."""
+    """Preprocessing from the chosen weights' ``transforms()`` (timm: their ``pretrained_cfg``;
+    also for random init, so runs compare)."""
 
     @classmethod
     def preprocess(cls, model_cfg):
-        return preprocess_of(str(model_cfg["name"]), model_cfg.get("weights"), model_cfg.get("input_size"))
+        return preprocess_of(str(model_cfg["name"]), model_cfg.get("weights"), model_cfg.get("input_size"),
+                             model_cfg.get("source"))
 
 
 class FeatureExtractor(FrozenBackbone, TorchvisionModel):
@@ -35,20 +38,24 @@ class FeatureExtractor(FrozenBackbone, TorchvisionModel):
     def __init__(self, num_classes: int, name: str = "resnet18", weights: str | None = "DEFAULT",
                  cut: str = PENULTIMATE, pool: str = "avg", head: Sequence[int] = (), dropout: float = 0.0,
                  pretrained: bool = True, weights_path: str | None = None, input_size: int | None = None,
-                 cache_features: bool = True):
+                 cache_features: bool = True, source: str = "torchvision"):
         super().__init__()
         p = check_dropout(dropout)
-        own = self.preprocess({"name": name, "weights": weights, "input_size": None}).size
-        size = self.preprocess({"name": name, "weights": weights, "input_size": input_size}).size
-        net = build_network(name, weights, pretrained, weights_path, size)  # ViT: built for size×size
-        self.backbone = cut_network(net, name, str(cut), str(pool))
+        own = self.preprocess({"name": name, "weights": weights, "input_size": None, "source": source}).size
+        size = self.preprocess({"name": name, "weights": weights, "input_size": input_size, "source": source}).size
+        net = build_network(name, weights, pretrained, weights_path, size, source)  # ViT: built for size×size
+        self.backbone = cut_network(net, name, str(cut), str(pool), source)
         self.backbone.requires_grad_(False)
         self.backbone.eval()
         self.name, self.weights, self.cut, self.pool = name, weights if pretrained else None, str(cut), str(pool)
+        self.source = str(source)
         self.cache_features = bool(cache_features)
         self.feature_shape = output_shape(self.backbone, size, own, f"{name} up to {cut}")
         self.head = fc_head(math.prod(self.feature_shape), head, p, num_classes)  # the head follows the cut
 
     def feature_identity(self) -> dict:
-        return {"model": self.name, "weights": str(self.weights), "cut": self.cut, "node": self.backbone.node,
-                "pool": self.pool}
+        identity = {"model": self.name, "weights": str(self.weights), "cut": self.cut, "node": self.backbone.node,
+                    "pool": self.pool}
+        if self.source != "torchvision":  # torchvision runs keep the keys (and caches) they had
+            identity["source"] = self.source
+        return identity

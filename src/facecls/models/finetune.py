@@ -1,10 +1,10 @@
-"""Finetuning any torchvision classifier with a new last layer (``model=finetune``).
+"""Finetuning any torchvision (or timm: ``model.source=timm``) classifier with a new last layer (``model=finetune``).
 
 The general form of the report's section 2.4: the whole ``model.name`` trains with its
-classifier — the last ``nn.Linear`` of its traced graph, found generically — replaced by one
-for our classes. ``model.freeze=<node or module>`` keeps that node and every parameter used
-before it (in forward order) fixed, and the rest of the backbone learns at
-``model.backbone_lr_mult`` × the learning rate.
+classifier — the last ``nn.Linear`` of its traced graph, found generically (timm: its
+``get_classifier()``) — replaced by one for our classes. ``model.freeze=<node or module>``
+keeps that node and every parameter used before it (in forward order) fixed, and the rest
+of the backbone learns at ``model.backbone_lr_mult`` × the learning rate.
 """
 from __future__ import annotations
 
@@ -31,17 +31,25 @@ class Finetune(TorchvisionModel):
 
     def __init__(self, num_classes: int, name: str = "resnet18", weights: str | None = "DEFAULT",
                  freeze: str | None = None, backbone_lr_mult: float = 1.0, dropout: float | None = None,
-                 pretrained: bool = True, weights_path: str | None = None, input_size: int | None = None):
+                 pretrained: bool = True, weights_path: str | None = None, input_size: int | None = None,
+                 source: str = "torchvision"):
         super().__init__()
         if isinstance(backbone_lr_mult, bool) or not float(backbone_lr_mult) > 0:
             raise UserError(f"model.backbone_lr_mult={backbone_lr_mult} is invalid — use a number > 0 "
                             "(to keep the whole backbone fixed use model=feature_extractor).")
-        own = self.preprocess({"name": name, "weights": weights, "input_size": None}).size
-        size = self.preprocess({"name": name, "weights": weights, "input_size": input_size}).size
-        self.net = build_network(name, weights, pretrained, weights_path, size)  # ViT: built for size×size
+        own = self.preprocess({"name": name, "weights": weights, "input_size": None, "source": source}).size
+        size = self.preprocess({"name": name, "weights": weights, "input_size": input_size, "source": source}).size
+        self.net = build_network(name, weights, pretrained, weights_path, size, source)  # ViT: built for size×size
         nodes = graph_nodes(self.net)
         self.classifier_name, old = classifier_node(self.net, nodes)
-        self.net.set_submodule(self.classifier_name, init_linear(nn.Linear(old.in_features, num_classes)))
+        if isinstance(old, nn.Linear):
+            self.net.set_submodule(self.classifier_name, init_linear(nn.Linear(old.in_features, num_classes)))
+        else:  # a timm model whose weights come without a head (nn.Identity): timm makes one
+            self.net.reset_classifier(num_classes)
+            self.classifier_name, new = classifier_node(self.net, nodes)
+            init_linear(new)
+        if self.classifier_name not in nodes:  # timm's Linear is traced through (classifier.linear): retrace
+            nodes = graph_nodes(self.net)
         if dropout is not None:  # null keeps the model's own dropout
             p = check_dropout(dropout)
             for module in self.net.modules():
@@ -50,7 +58,7 @@ class Finetune(TorchvisionModel):
         self.backbone_lr_mult = float(backbone_lr_mult)
         self.frozen: list[str] = []
         if freeze is not None:
-            node = resolve_node(nodes, name, str(freeze), "model.freeze")
+            node = resolve_node(nodes, name, str(freeze), "model.freeze", source)
             self.frozen = parameters_up_to(self.net, nodes, node)
             if any(n.startswith(f"{self.classifier_name}.") for n in self.frozen):
                 raise UserError(f"model.freeze={freeze} would freeze the new classifier too — freeze an earlier "

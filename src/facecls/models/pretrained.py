@@ -1,6 +1,7 @@
 """Pretrained weights that work without a network, and the preprocessing that goes with them.
 
-Resolution order for a torchvision weights enum (the first that exists wins):
+Resolution order for a torchvision weights enum (``model.source=timm``: see
+:mod:`facecls.models.timm_source`, which reads its files with :func:`read_state_dict` too) (the first that exists wins):
 
 1. ``model.weights_path=FILE`` — a torchvision-format state_dict you downloaded yourself;
 2. torchvision's own cache, ``$TORCH_HOME/hub/checkpoints/<file name of the weights URL>``;
@@ -8,7 +9,7 @@ Resolution order for a torchvision weights enum (the first that exists wins):
 
 When none works the run stops with one line naming the file to get and where to put it —
 it never falls back to random weights behind the user's back. Every file is read with
-``torch.load(weights_only=True)``, so a weights file cannot run code.
+``torch.load(weights_only=True)`` (or safetensors), so a weights file cannot run code.
 """
 from __future__ import annotations
 
@@ -50,14 +51,30 @@ def read_state_dict(path: str | os.PathLike, option: str = "model.weights_path")
     """Load a state_dict file safely; every problem is one UserError naming the file."""
     path = Path(os.path.expanduser(str(path)))
     if not path.is_file():
-        raise UserError(f"{option}='{path}' does not exist — pass the path of a torchvision "
-                        "state_dict file (.pth).")
-    state = safe_torch_load(path, what="weights file", allowed="tensors", map_location="cpu",
-                            fix="pass a state_dict saved with torch.save(model.state_dict(), FILE).")
+        raise UserError(f"{option}='{path}' does not exist — pass the path of a state_dict file of "
+                        "model.name (.pth, or .safetensors for timm).")
+    if path.suffix == ".safetensors":  # timm's and the Hugging Face hub's format (tensors only, no code)
+        state = _read_safetensors(path)
+    else:
+        state = safe_torch_load(path, what="weights file", allowed="tensors", map_location="cpu",
+                                fix="pass a state_dict saved with torch.save(model.state_dict(), FILE).")
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"'{path}' does not hold a state_dict (a dict of tensors) — save one with "
                         "torch.save(model.state_dict(), FILE).")
     return state
+
+
+def _read_safetensors(path: Path) -> dict:
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise UserError(f"'{path}' is a .safetensors file and the safetensors package is missing — "
+                        "pip install safetensors (it comes with the timm extra).") from None
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as err:  # truncated, not safetensors, unreadable
+        raise UserError(f"'{path}' is not a readable safetensors weights file ({type(err).__name__}) — "
+                        "pass a state_dict saved with safetensors.torch.save_file or torch.save.") from None
 
 
 @contextlib.contextmanager
