@@ -20,6 +20,17 @@ def tiny_faces(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def no_downloads(tmp_path, monkeypatch) -> Path:
+    """Empty torchvision and Hugging Face caches and FACECLS_OFFLINE=1: no test may fetch weights
+    (nothing can be downloaded here, and a network elsewhere must not change what a test sees).
+    Returns the empty TORCH_HOME."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("FACECLS_OFFLINE", "1")
+    return tmp_path / "torch-home"
+
+
+@pytest.fixture
 def cache_env(tmp_path) -> dict:
     """Environment for CLI subprocesses: a private cache dir, no GPU."""
     return cli_env(tmp_path / "cache")

@@ -62,11 +62,9 @@ def state(state_file):
 
 
 @pytest.fixture
-def offline(tmp_path, monkeypatch):
-    """An empty torchvision cache and no downloads, so pretrained=true has nowhere to look."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-    monkeypatch.setenv("FACECLS_OFFLINE", "1")
-    return tmp_path / "torch-home" / "hub" / "checkpoints" / FILE_NAME
+def offline(no_downloads):
+    """Where torchvision would cache the AlexNet weights — empty, and nothing is downloaded."""
+    return no_downloads / "hub" / "checkpoints" / FILE_NAME
 
 
 # --- shapes and preprocessing -------------------------------------------------------------

@@ -25,11 +25,7 @@ FREEZE = {"resnet18": "layer2", "mobilenet_v3_small": "features.2", "efficientne
 SMALL = ["model.input_size=32", "trainer.max_epochs=1"]
 
 
-@pytest.fixture(autouse=True)
-def offline(tmp_path, monkeypatch):
-    """An empty torchvision cache and no downloads: nothing here may fetch ImageNet weights."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-    monkeypatch.setenv("FACECLS_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("no_downloads")  # nothing here may fetch ImageNet weights
 
 
 @pytest.fixture(scope="module")

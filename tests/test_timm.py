@@ -23,12 +23,9 @@ TIMM = ["model.source=timm", "model.input_size=32", "trainer.max_epochs=1"]
 
 
 @pytest.fixture(autouse=True)
-def offline(tmp_path, monkeypatch):
-    """Empty torch hub and Hugging Face caches and no downloads."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+def offline(no_downloads, tmp_path, monkeypatch):
+    """no_downloads, and huggingface_hub (imported already) told about its empty cache too."""
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setenv("FACECLS_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,7 @@ from facecls.models.catalog import node_shapes
 from facecls.models.feature_extractor import FeatureExtractor
 from facecls.models.finetune import Finetune
 
-
-@pytest.fixture(autouse=True)
-def offline(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-    monkeypatch.setenv("FACECLS_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("no_downloads")
 
 
 @pytest.fixture(scope="module")
