@@ -57,6 +57,21 @@ def test_the_largest_face_is_found_where_it_was_pasted():
     assert detector.largest_face(background(rng)) is None
 
 
+def test_decoding_threads_find_the_same_faces_as_one_thread():
+    """Decoding runs in threads that share one Detector: each must get its own image's face
+    (one shared OpenCV classifier mixed the threads' boxes up — most of them, under load)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(2)
+    photos = [composed(i, rng)[0] for i in range(12)] + [background(rng) for _ in range(4)]
+    detector = Detector(FaceCrop(mode="detect"))
+    alone = [detector.largest_face(photo) for photo in photos]
+    assert sum(box is not None for box in alone) >= 9 and alone[-1] is None  # faces found, backgrounds empty
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for _ in range(3):
+            assert list(pool.map(detector.largest_face, photos)) == alone
+
+
 def test_detect_crops_trains_lists_misses_and_reuses_the_cache(tmp_path, cache_env):
     rng = np.random.default_rng(1)
     root = tmp_path / "photos"
