@@ -12,7 +12,8 @@ composed `facecls train` config) and its normalisation, Adam at optim.lr. Differ
 the report: every epoch decodes and resizes every JPEG again, per sample, in the workers;
 training runs in fp32. With --aug basic the Dataset transform adds torchvision's
 RandomHorizontalFlip(0.5), RandomAffine(10, translate=(0.05, 0.05), scale=(0.95, 1.05)) and
-ColorJitter(0.2, 0.2, 0.2) per sample (facecls's aug=basic recipe).
+ColorJitter(0.2, 0.2, 0.2) per sample (facecls's aug=basic recipe), after the resize: like
+facecls it augments the input_size image, not the source (tests/test_augment.py checks both).
 
 The last line of stdout is one JSON object: the seconds of each phase and the batch
 timestamps' summary (epoch-end stall, see :func:`boundary_stats`).

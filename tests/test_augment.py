@@ -281,6 +281,30 @@ def test_batched_basic_recipe_matches_the_per_image_v2_recipe_in_distribution():
     assert (F.avg_pool2d(ours.mean(0), 4) - F.avg_pool2d(theirs.mean(0), 4)).abs().mean() < 0.025
 
 
+def test_the_naive_loops_basic_recipe_is_aug_basic_on_the_resized_image():
+    # scripts/naive_train.py --aug basic is the reference the benchmark compares aug=basic with:
+    # the same flip, affine and colour jitter, applied AFTER the resize to input_size (as
+    # facecls, which augments the decoded input_size images), never to the larger source.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("naive_train", Path(CONF).parent / "scripts" / "naive_train.py")
+    naive = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(naive)
+    steps = naive.transform(Preprocess(size=64), "basic").transforms
+    assert [type(t).__name__ for t in steps] == ["Resize", "RandomHorizontalFlip", "RandomAffine", "ColorJitter",
+                                                 "ToTensor", "Normalize"]
+    assert list(steps[0].size) == [64, 64]
+    flip, affine, jitter = steps[1:4]
+    ours = build_transform(aug_transforms("basic")).transforms
+    assert flip.p == ours[0].p
+    assert tuple(affine.degrees) == ours[1].degrees and list(affine.translate) == ours[1].translate
+    assert list(affine.scale) == ours[1].scale and affine.shear is None and ours[1].shear is None
+    assert affine.interpolation.value == ours[1].interpolation and (affine.fill,) == ours[1].fill
+    assert {name: tuple(getattr(jitter, name)) for name in ours[2].ranges} == ours[2].ranges and jitter.hue is None
+    assert [type(t).__name__ for t in naive.transform(Preprocess(size=64), "none").transforms] == [
+        "Resize", "ToTensor", "Normalize"]
+
+
 # --- build_transform: batched or per image ---------------------------------------------------------------
 
 def test_aug_none_builds_nothing_and_the_recipes_build_batched_augmenters(caplog):
