@@ -117,11 +117,11 @@ class Settings:
         extra = ["model.pretrained=false"] if self.model.startswith("alexnet") else []
         return [f"model={self.model}", f"model.input_size={self.input_size}", *extra]
 
-    def facecls_overrides(self, aug: str, epochs: int | None = None) -> list[str]:
+    def facecls_overrides(self, aug: str, epochs: int | None = None, seed: int = 0) -> list[str]:
         return ["data=imagefolder", f"data.root={self.root}", *self.model_overrides(),
                 f"trainer.max_epochs={epochs or self.epochs}", f"trainer.batch_size={self.batch_size}",
                 "trainer.progress=false", f"trainer.device={self.device.type}",
-                f"trainer.num_threads={self.threads}", "seed=0", f"aug={aug}",
+                f"trainer.num_threads={self.threads}", f"seed={seed}", f"aug={aug}",
                 f"paths.cache_dir={self.cache_dir}", *self.extra]
 
     def next_dir(self, name: str) -> Path:
@@ -170,10 +170,10 @@ def steady_epoch(seconds: list[float]) -> float:
     return statistics.median(seconds[1:] or seconds)
 
 
-def facecls_process(s: Settings, aug: str, epochs: int | None = None) -> dict:
+def facecls_process(s: Settings, aug: str, epochs: int | None = None, seed: int = 0) -> dict:
     """`python -m facecls train …` as a user runs it; its wall time and what its run dir says."""
     run_dir = s.next_dir(f"facecls-{aug}")
-    command = [sys.executable, "-m", "facecls", "train", *s.facecls_overrides(aug, epochs),
+    command = [sys.executable, "-m", "facecls", "train", *s.facecls_overrides(aug, epochs, seed),
                f"hydra.run.dir={run_dir}"]
     wall, _ = run_process(command, s.env, s.work)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -192,13 +192,13 @@ def facecls_process(s: Settings, aug: str, epochs: int | None = None) -> dict:
             "figures": sorted(p.name for p in run_dir.glob("*.png"))}
 
 
-def naive_process(s: Settings, aug: str) -> dict:
+def naive_process(s: Settings, aug: str, seed: int = 0) -> dict:
     """scripts/naive_train.py as a whole process; its wall time and its own JSON report."""
     out_dir = s.next_dir(f"naive-{aug}")
     out_dir.mkdir(parents=True)
     command = [sys.executable, str(NAIVE), "--root", str(s.root), "--epochs", str(s.epochs),
                "--batch-size", str(s.batch_size), "--input-size", str(s.input_size), "--model", s.model,
-               "--aug", aug, "--workers", "2", "--seed", "0", "--threads", str(s.threads),
+               "--aug", aug, "--workers", "2", "--seed", str(seed), "--threads", str(s.threads),
                "--device", s.device.type, "--out", str(out_dir / "naive_model.pt"),
                *[f"--override={o}" for o in s.model_overrides()[2:] + s.extra]]
     wall, stdout = run_process(command, s.env, out_dir)
@@ -284,11 +284,12 @@ def run_e2e(args, root: Path, work: Path, device: torch.device) -> dict:
     warm = facecls_process(s, "none", epochs=1)  # fills the decode cache (and the page cache), untimed
     section["warmup_wall_seconds"] = warm["wall_seconds"]
     runs = {aug: {"facecls": [], "naive": []} for aug in s.augs}
-    for rep in range(s.repeats):
+    for rep in range(s.repeats):  # repeat k: seed k on both sides, so test_acc is a median over draws
         for aug in s.augs:
             order = ("facecls", "naive") if rep % 2 == 0 else ("naive", "facecls")
             for side in order:
-                runs[aug][side].append(facecls_process(s, aug) if side == "facecls" else naive_process(s, aug))
+                run = facecls_process(s, aug, seed=rep) if side == "facecls" else naive_process(s, aug, seed=rep)
+                runs[aug][side].append(run)
                 print(f"  e2e {rep + 1}/{s.repeats} aug={aug} {side}: "
                       f"{runs[aug][side][-1]['wall_seconds']:.1f} s", flush=True)
     section["runs"] = runs

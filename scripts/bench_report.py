@@ -175,7 +175,8 @@ def print_e2e(e: dict) -> None:
               f"epochs {f['epochs_total_seconds']:.1f} s, data + model + checkpoints + test + figures {rest:.1f} s"
               f"{'' if f['cache_hit'] else ' (DECODE CACHE MISSED)'}; naive: start-up {n['setup_seconds']:.1f} s, "
               f"epochs {n['train_seconds']:.1f} s, test + save {n['test_and_save_seconds']:.1f} s, exit "
-              f"{n['exit_seconds']:.1f} s; test accuracy facecls {f['test_acc']:.3f}, naive {n['test_acc']:.3f}")
+              f"{n['exit_seconds']:.1f} s; median test accuracy over seeds 0..{len(entry['speedup_paired']) - 1} "
+              f"facecls {f['test_acc']:.3f}, naive {n['test_acc']:.3f} (one seed varies ±0.1 at 5 epochs)")
     print("  epoch-end stall = (first train batch of epoch k+1 − end of the last train batch of k) − the val "
           "pass's batch work, median over boundaries; % of the epoch cycle.\n  facecls: an in-process run "
           "(build_run + fit, checkpoints on) with the engine's batch iterator wrapped; naive: timed inside its "
