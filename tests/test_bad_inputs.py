@@ -137,6 +137,7 @@ def test_messy_folder_trains_and_reports_every_skip(tmp_path, tiny_faces, cache_
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # two CLI runs (~14 s); test_photos checks the same report on photos
 def test_duplicates_across_splits_are_reported_and_can_be_dropped(tmp_path, tiny_faces, cache_env):
     root = tmp_path / "faces"
     shutil.copytree(tiny_faces, root)

@@ -199,6 +199,7 @@ def test_missing_tracker_package_is_one_line_naming_the_extra(compose_train, mon
     assert str(err.value) == "logger=mlflow needs the mlflow package — pip install 'facecls[mlflow]'"
 
 
+@pytest.mark.slow  # SIGINT + resume with MLflow (~18 s)
 def test_interrupt_and_resume_continue_the_same_mlflow_run(tmp_path, tiny_faces, cache_env):
     run_dir = tmp_path / "run"
     slow = ["model.input_size=16", "trainer.batch_size=2", "trainer.max_epochs=30", "trainer.progress=false"]

@@ -34,6 +34,7 @@ def rows(run_dir):
     return len(path.read_text().splitlines()) - 1 if path.exists() else 0
 
 
+@pytest.mark.slow  # SIGINT + resume through the CLI (~20 s); test_fit covers exact resume in-process
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, tiny_faces, cache_env):
     """Ctrl-C after two epochs, then resume (SIGTERM takes the same path: see the GracefulStop test)."""
     data = ["data=imagefolder", f"data.root={tiny_faces}"]
@@ -72,6 +73,7 @@ def test_resume_auto_finds_the_unfinished_run(tmp_path, tiny_faces, cache_env):
     assert len(list((tmp_path / "outputs").rglob("metrics.json"))) == 1  # no new run dir
 
 
+@pytest.mark.slow  # three CLI runs (~13 s)
 def test_resume_with_another_model_names_the_mismatch(tmp_path, tiny_faces, cache_env):
     run_cli("train", "data=imagefolder", f"data.root={tiny_faces}", "model.input_size=16", "trainer.max_epochs=1",
             "trainer.progress=false", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, env=cache_env)

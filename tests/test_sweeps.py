@@ -77,6 +77,7 @@ def test_submitit_sweep_survives_a_crashing_job(tiny_faces, tmp_path, cache_env)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
+@pytest.mark.slow  # an Optuna sweep of several trials (~15 s)
 def test_optuna_search_writes_best_parameters_and_every_trial(tiny_faces, tmp_path, cache_env):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason=NEEDS_EXTRA)
     # Widths and kernel size are pinned on the command line: Optuna searches the rest.
