@@ -21,7 +21,7 @@ from facecls.config.checks import MONITORS
 from facecls.data.batches import iterate_batches
 from facecls.errors import UserError
 from facecls.training.distributed import SINGLE, DistContext
-from facecls.training.runtime import autocast, capture_rng, restore_rng
+from facecls.training.runtime import autocast, capture_rng, keep_freed_memory, restore_rng
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +186,7 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
     validation scores.
     """
     result = FitResult(best_epoch=stopper.best_epoch)
+    keep_freed_memory(settings.device)  # CPU: no page faults for every step's tensors (see there)
     weight = torch.tensor(settings.class_weights, device=settings.device) if settings.class_weights else None
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=settings.label_smoothing)
     scaler = torch.amp.GradScaler(enabled=settings.amp and settings.device.type == "cuda"
