@@ -68,7 +68,7 @@ def cpu_capability() -> dict:
                 flags = set(value.split())
     except OSError:
         pass
-    from facecls.training.runtime import amp_flag, cpu_has_native_bf16
+    from facecls.inference.device import amp_flag, cpu_has_native_bf16
 
     probe = {name: bool(getattr(torch.cpu, f"_is_{name}_supported", lambda: False)())
              for name in ("avx512_bf16", "amx_tile")}
@@ -275,7 +275,7 @@ def run_e2e(args, root: Path, work: Path, device: torch.device) -> dict:
                                   "facecls_overrides": s.facecls_overrides("AUG") + ["hydra.run.dir=…"],
                                   "load": args.e2e_load_kind if args.e2e_load else None}}
     section["cpu_matmul_peak_flops"] = cpu_matmul_peaks(args.matmul_size)
-    from facecls.training.runtime import amp_flag
+    from facecls.inference.device import amp_flag
 
     amp_override = next((o.split("=", 1)[1] for o in s.extra if o.startswith("trainer.amp=")), "auto")
     amp_value = {"true": True, "false": False}.get(amp_override.lower(), amp_override)

@@ -38,12 +38,12 @@ from torchvision.datasets import ImageFolder
 from facecls.config.compose import compose
 from facecls.data.batches import iterate_batches
 from facecls.data.dataset import Split, load_image_list
-from facecls.data.decode import Preprocess
+from facecls.data.preprocess import Preprocess
 from facecls.data.split import assign_splits
+from facecls.inference.device import select_device
 from facecls.models import build_model, preprocess_for
 from facecls.training.engine import EarlyStopping, fit
 from facecls.training.run import build_run
-from facecls.training.runtime import select_device
 
 
 def compose_config(overrides: list[str]) -> DictConfig:

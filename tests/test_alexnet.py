@@ -215,7 +215,7 @@ def _bundle(n=12, size=64, seed=0):
 
 
 def _eval_settings():
-    from facecls.training.engine import EvalSettings
+    from facecls.inference.evaluate import EvalSettings
 
     return EvalSettings(device=torch.device("cpu"), batch_size=8, progress=False)
 
@@ -332,8 +332,8 @@ def finetune_run(tmp_path_factory, tiny_faces, state_file):
 
 
 def test_finetune_run_freezes_exactly_up_to_the_named_block(finetune_run, state):
-    from facecls.inspect.loading import load_run
-    from facecls.training.engine import evaluate
+    from facecls.inference.evaluate import evaluate
+    from facecls.inference.loading import load_run
 
     _, env, run_dir = finetune_run
     last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
@@ -397,9 +397,9 @@ def _as_before_the_presets(ckpt_path: Path, target: str) -> None:
 
 
 def test_checkpoints_from_before_the_presets_still_load(reference_runs, feature_runs, finetune_run, caplog):
-    from facecls.inspect.loading import load_run
-    from facecls.training.checkpoint import load_checkpoint
-    from facecls.training.engine import evaluate
+    from facecls.inference.checkpoint import load_checkpoint
+    from facecls.inference.evaluate import evaluate
+    from facecls.inference.loading import load_run
 
     base, env, _, _ = feature_runs
     for kind, preset_run in (("feature", feature_runs[2]), ("finetune", finetune_run[2])):

@@ -15,7 +15,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from facecls.data import augment as A
 from facecls.data.batches import BatchPreparer, build_transform
-from facecls.data.decode import Preprocess
+from facecls.data.preprocess import Preprocess
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 CPU = torch.device("cpu")

@@ -135,8 +135,8 @@ def test_no_weights_anywhere_says_which_file_to_get():
 def test_feature_extractor_run_is_frozen_cached_and_scores_like_eval(name, state_files, compose_train, tmp_path,
                                                                      caplog):
     from facecls.data import features
-    from facecls.inspect.loading import load_run
-    from facecls.training.engine import evaluate
+    from facecls.inference.evaluate import evaluate
+    from facecls.inference.loading import load_run
     from facecls.training.run import run_training
 
     cfg = compose_train("model=feature_extractor", f"model.name={name}", f"model.weights_path={state_files[name]}",

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facecls.data.decode import Preprocess, decode_images
+from facecls.data.decode import decode_images
+from facecls.data.preprocess import Preprocess
 
 from helpers import TINY, read_json, run_cli
 

@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 
 from facecls.data.batches import BatchPreparer
 from facecls.data.dataset import build_data
-from facecls.data.decode import Preprocess
 from facecls.data.mapped import budget_bytes, compact_rows_
+from facecls.data.preprocess import Preprocess
 from facecls.data.split import assign_splits
 from facecls.errors import UserError
 from facecls.training.runtime import compile_model

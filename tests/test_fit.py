@@ -12,7 +12,7 @@ from torch import nn
 
 from facecls.data.batches import BatchPreparer
 from facecls.data.dataset import DataBundle, Split
-from facecls.data.decode import Preprocess
+from facecls.data.preprocess import Preprocess
 from facecls.models.convnet import ConvNet
 from facecls.training.engine import EarlyStopping, LoopSettings, ResumePoint, fit
 

@@ -58,7 +58,7 @@ def test_fold_range_errors(folds, fold, message):
 
 def test_build_data_uses_the_fold_and_checks_its_range(compose_train):
     from facecls.data.dataset import build_data
-    from facecls.data.decode import Preprocess
+    from facecls.data.preprocess import Preprocess
 
     bundles = [build_data(compose_train("data.split.folds=3", f"data.split.fold={i}").data, Preprocess(16), None,
                           progress=False) for i in range(3)]

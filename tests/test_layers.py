@@ -1,6 +1,7 @@
 """The package's layers stay layered: commands/ and cli are thin and import torch only when a
 command runs; the library never reaches back up into them; models/ and data/ do not depend on
-what trains or inspects them; config/ is torch-free (a config error is reported quickly).
+what trains or inspects them; inference (inference/, inspect/, faces/, serve/) never imports training/;
+config/ is torch-free (a config error is reported quickly) and imports no other facecls layer.
 
 The import graph is read statically with `ast`: every `import` / `from … import` of a facecls
 module anywhere in a file (inside functions too: a lazy import is still a dependency), except
@@ -19,6 +20,11 @@ import facecls
 
 SRC = Path(facecls.__file__).resolve().parent  # src/facecls
 ENTRY_POINTS = ("facecls.commands", "facecls.cli", "facecls.__main__")
+# Everything that uses a trained model: it may not depend on how the model was trained.
+INFERENCE = ("facecls.inference", "facecls.inspect", "facecls.faces", "facecls.serve")
+# Inference commands: thin wrappers over INFERENCE, never over training/.
+INFERENCE_COMMANDS = tuple(f"facecls.commands.{name}" for name in (
+    "eval", "predict", "rf", "visualize", "robustness", "verify", "enroll", "identify", "export", "serve"))
 
 # (importer, imported) pairs that break a rule on purpose.
 ALLOWED = {
@@ -101,6 +107,13 @@ def violations(graph: dict[str, list[Import]], allowed=ALLOWED) -> list[str]:
                     within(imp.target, "facecls.training", "facecls.inspect", "facecls.sweeps", "facecls.report"):
                 found.append(f"{where}:{imp.line}: {importer} imports {imp.target} "
                              "(models/ and data/ sit below training/inspect/sweeps/report)")
+            if within(importer, *INFERENCE, *INFERENCE_COMMANDS) and within(imp.target, "facecls.training"):
+                found.append(f"{where}:{imp.line}: {importer} imports {imp.target} "
+                             "(inference never imports training/: shared code belongs in facecls.inference)")
+            if within(importer, "facecls.config") and within(imp.target, "facecls") and \
+                    not within(imp.target, "facecls.config", "facecls.errors"):
+                found.append(f"{where}:{imp.line}: {importer} imports {imp.target} "
+                             "(config/ sits below the library: it imports only facecls.errors)")
             if within(importer, "facecls.config") and imp.top_level and within(imp.target, "torch"):
                 found.append(f"{where}:{imp.line}: {importer} imports {imp.target} at module level "
                              "(config/ must load without torch)")
@@ -134,10 +147,14 @@ def test_each_rule_catches_its_violation():
         "facecls.commands.train": [Import("facecls.training.run", 7, False)],      # fine: commands → library
         "facecls.report.runner": [Import("facecls.cli", 8, False)],                # allowed
         "facecls.training.engine": [Import("facecls.data.batches", 9, True)],      # fine: downwards
+        "facecls.inspect.robustness": [Import("facecls.training.engine", 10, True)],  # inference → training
+        "facecls.commands.eval": [Import("facecls.training.scoring", 11, False)],     # inference command → training
+        "facecls.inference.loading": [Import("facecls.inference.checkpoint", 12, True)],  # fine
+        "facecls.config.checks": [Import("facecls.data.split", 13, False)],       # config → data (upwards)
     }
     found = violations(graph)
-    assert [line.split(":")[1] for line in found] == ["1", "2", "3", "4", "5"], found
-    assert "facecls.report.runner" in violations(graph, allowed=set())[-1]
+    assert [line.split(":")[1] for line in found] == ["1", "2", "3", "4", "5", "10", "11", "13"], found
+    assert any("facecls.report.runner" in line for line in violations(graph, allowed=set()))
 
 
 def test_allowed_exceptions_are_still_needed():

@@ -233,12 +233,12 @@ def test_sweep_parent_run_ends_when_the_multirun_ends(tmp_path, monkeypatch, sec
     RUNNING; the sweep callback's on_multirun_end ends it, FAILED when a job did not end normally."""
     from omegaconf import OmegaConf
 
-    from facecls import errors
+    from facecls.config.task import failed_jobs
     from facecls.sweeps.callback import SweepSummary
     from facecls.training.loggers.base import RunInfo
     from facecls.training.loggers.mlflow import MlflowLogger
 
-    monkeypatch.setattr(errors, "failed_jobs", [])
+    failed_jobs.clear()
     sweep = tmp_path / "sweep"
     for job, stop_reason in (("0", "max_epochs"), ("1", second_job)):
         run_dir = sweep / job

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from facecls.training.metrics import (
+from facecls.inference.metrics import (
     calibration,
     confusion_matrix,
     fit_temperature,

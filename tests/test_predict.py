@@ -23,8 +23,8 @@ def trained(tmp_path_factory, tiny_faces):
 
 
 def test_folder_with_a_corrupt_file_and_the_same_classes_as_eval(trained, tiny_faces, tmp_path):
-    from facecls.inspect.loading import load_run
-    from facecls.training.engine import evaluate
+    from facecls.inference.evaluate import evaluate
+    from facecls.inference.loading import load_run
 
     ckpt, env = trained
     photos = tmp_path / "photos"

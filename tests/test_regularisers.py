@@ -98,7 +98,7 @@ def test_mixup_and_cutmix_mix_images_and_labels():
 
 
 def test_aug_ema_and_mixup_runs_resume_exactly_and_best_pt_holds_the_average(compose_train, tmp_path):
-    from facecls.training.checkpoint import load_checkpoint
+    from facecls.inference.checkpoint import load_checkpoint
 
     overrides = ["aug=basic", "trainer.ema.decay=0.8", "aug.mixup_alpha=0.4", "sched.warmup_epochs=2",
                  "trainer.max_epochs=3", "trainer.deterministic=true", "seed=3"]

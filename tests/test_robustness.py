@@ -117,7 +117,7 @@ def test_broken_variations_are_user_errors():
 
 
 def test_seed_fixes_the_random_draws_and_each_image_gets_its_own(trained):
-    from facecls.inspect.loading import load_run
+    from facecls.inference.loading import load_run
 
     ckpt, env = trained
     run = load_run(ckpt, "cpu", None, env["FACECLS_CACHE_DIR"], progress=False)

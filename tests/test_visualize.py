@@ -29,7 +29,7 @@ def runs(tmp_path_factory, tiny_faces):
 
 
 def loaded(runs, name):
-    from facecls.inspect.loading import load_run
+    from facecls.inference.loading import load_run
 
     ckpts, env, _ = runs
     return load_run(ckpts[name], "cpu", None, env["FACECLS_CACHE_DIR"], progress=False)

@@ -62,8 +62,8 @@ def test_models_lists_vit_nodes_with_shapes_at_any_patch_multiple():
 
 def test_a_vit_feature_extractor_at_32_px_trains_and_evaluates_like_its_checkpoint(vit_file, compose_train,
                                                                                    tmp_path):
-    from facecls.inspect.loading import load_run
-    from facecls.training.engine import evaluate
+    from facecls.inference.evaluate import evaluate
+    from facecls.inference.loading import load_run
     from facecls.training.run import run_training
 
     cfg = compose_train("model=feature_extractor", "model.name=vit_b_16", f"model.weights_path={vit_file}",

@@ -58,7 +58,7 @@ def leading_args_as_list(args: list[str], key: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from facecls.errors import failed_jobs
+    from facecls.config.task import failed_jobs
 
     failed_jobs.clear()  # main() may run several commands in one process (facecls report)
     if not argv or argv[0] in ("-h", "--help", "help"):

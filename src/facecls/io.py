@@ -7,9 +7,12 @@ import csv
 import io
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
+
+from facecls.errors import UserError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -64,11 +67,8 @@ def safe_torch_load(path: str | os.PathLike, *, what: str, allowed: str, fix: st
     """``torch.load(weights_only=True)``: a file can never run code here. Every failure is one
     UserError naming the file — objects safe loading refuses ('holds objects other than
     ``allowed``'), or a file that is not readable as a ``what`` — followed by ``fix``."""
-    import pickle
 
     import torch
-
-    from facecls.errors import UserError
 
     try:
         return torch.load(path, weights_only=True, **kwargs)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import matplotlib
 
+from facecls.io import atomic_write
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import font_manager  # noqa: E402
@@ -24,7 +26,6 @@ def display_name(name: str) -> str:
 
 
 def save_figure(fig, path: Path) -> Path:
-    from facecls.io import atomic_write
 
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
     plt.close(fig)

@@ -11,14 +11,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from facecls.errors import reports_user_errors
+from facecls.config.task import reports_user_errors
 
 log = logging.getLogger(__name__)
 
 
 def calibrate(scored: dict, data, num_classes: int) -> dict:
     """Temperature scaling fitted on val, judged on test: ECE and NLL before and after."""
-    from facecls.training.metrics import fit_temperature, summary_metrics, with_temperature
+    from facecls.inference.metrics import fit_temperature, summary_metrics, with_temperature
 
     temperature = fit_temperature(scored["val"]["probabilities"], data.val.labels)
     after = summary_metrics(with_temperature(scored["test"]["probabilities"], temperature), data.test.labels,
@@ -31,10 +31,10 @@ def calibrate(scored: dict, data, num_classes: int) -> dict:
 
 @reports_user_errors
 def main(cfg: DictConfig) -> dict:
-    from facecls.inspect.loading import load_run
+    from facecls.inference.loading import load_run
+    from facecls.inference.scoring import metric_entries, score_split, write_score_files
     from facecls.inspect.tensorboard import figures_to_tensorboard
     from facecls.io import atomic_write_json
-    from facecls.training.scoring import metric_entries, score_split, write_score_files
 
     run = load_run(cfg.ckpt, cfg.trainer.device, cfg.data.root, cfg.paths.cache_dir)
     settings = run.eval_settings(cfg.trainer.eval_batch_size)

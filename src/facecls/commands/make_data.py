@@ -6,7 +6,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from facecls.errors import UserError, reports_user_errors
+from facecls.config.task import reports_user_errors
+from facecls.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ def main(cfg: DictConfig) -> None:
 
 
 def write_face_crops(cfg: DictConfig, out: Path) -> None:
-    from facecls.data.faces import FaceCrop, write_crops
+    from facecls.data.crop_folder import write_crops
+    from facecls.data.faces import FaceCrop
 
     if not cfg.data.root:
         raise UserError("make-data crops needs the photos — give data.root=/path/to/photos (one folder per class).")

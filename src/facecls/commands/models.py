@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from facecls.errors import UserError, reports_user_errors
+from facecls.config.task import reports_user_errors
+from facecls.errors import UserError
 
 # Without a filter, timm's list (~1,400 names) is cut to this many rows.
 TIMM_ROWS = 50

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from facecls.errors import reports_user_errors
+from facecls.config.task import reports_user_errors
 
 
 def _data_overrides() -> list[str]:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from facecls.errors import UserError, reports_user_errors
+from facecls.config.task import reports_user_errors
+from facecls.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -17,12 +18,12 @@ def main(cfg: DictConfig):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    from facecls.inspect.loading import run_dir_of
+    from facecls.inference.checkpoint import load_checkpoint
+    from facecls.inference.loading import run_dir_of
     from facecls.inspect.receptive_field import fmt, format_table, receptive_fields, table_csv
     from facecls.io import atomic_write_text
     from facecls.models import build_model, preprocess_for
     from facecls.models.pretrained import skip_pretrained
-    from facecls.training.checkpoint import load_checkpoint
 
     model_cfg, num_classes, out = cfg.model, cfg.num_classes, cfg.out
     if cfg.ckpt:

@@ -6,14 +6,15 @@ import logging
 
 from omegaconf import DictConfig
 
-from facecls.errors import UserError, reports_user_errors
+from facecls.config.task import reports_user_errors
+from facecls.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
 @reports_user_errors
 def main(cfg: DictConfig) -> list[dict]:
-    from facecls.inspect.loading import load_run
+    from facecls.inference.loading import load_run
     from facecls.inspect.robustness import (
         check_splits,
         format_rows,

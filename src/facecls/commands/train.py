@@ -6,15 +6,15 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from facecls.errors import reports_user_errors
+from facecls.config.task import reports_user_errors
 
 
 @reports_user_errors(failure_value=0.0)  # a failed sweep trial scores 0, never NaN
 def main(cfg: DictConfig) -> float:
     from facecls.config.validate import validate_train_config
+    from facecls.inference.device import select_device
     from facecls.training.distributed import session
     from facecls.training.run import run_training
-    from facecls.training.runtime import select_device
 
     validate_train_config(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)

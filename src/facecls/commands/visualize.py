@@ -11,7 +11,8 @@ import importlib
 
 from omegaconf import DictConfig, OmegaConf
 
-from facecls.errors import UserError, reports_user_errors
+from facecls.config.task import reports_user_errors
+from facecls.errors import UserError
 
 # kind → (module, function(cfg, run, out))
 KINDS = {
@@ -27,7 +28,7 @@ def main(cfg: DictConfig):
     if kind not in KINDS:
         what = f"'{kind}' is not a kind of picture" if kind else "say what to draw"
         raise UserError(f"{what} — use: facecls visualize {'|'.join(KINDS)} ckpt=PATH.")
-    from facecls.inspect.loading import load_run
+    from facecls.inference.loading import load_run
     from facecls.inspect.tensorboard import figures_to_tensorboard
 
     run = load_run(cfg.ckpt, cfg.trainer.device, cfg.data.root, cfg.paths.cache_dir)

@@ -25,3 +25,14 @@ def check_split(name: str, key: str = "split") -> str:
     if name not in SPLITS:
         raise UserError(f"{key}={name} is unknown — use one of: {', '.join(SPLITS)}.")
     return name
+
+
+def check_ratios(train: float, val: float, test: float) -> None:
+    ratios = {"train": train, "val": val, "test": test}
+    bad = [k for k, v in ratios.items() if not 0 < v < 1]
+    if bad:
+        raise UserError(f"data.split.{bad[0]}={ratios[bad[0]]} is out of range — each split "
+                        "ratio must be between 0 and 1 (e.g. 0.7/0.15/0.15).")
+    if abs(train + val + test - 1) > 1e-6:
+        raise UserError(f"data.split ratios sum to {train + val + test:g}, not 1 — e.g. "
+                        "data.split.train=0.7 data.split.val=0.15 data.split.test=0.15.")

@@ -4,7 +4,9 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from omegaconf import DictConfig
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
 
 
 def config_dir() -> str:
@@ -23,7 +25,6 @@ _RUN_ID = secrets.token_hex(3)
 
 def register_resolvers() -> None:
     """OmegaConf resolvers the configs use. Safe to call more than once."""
-    from omegaconf import OmegaConf
 
     # A short random id per process, so two runs started in the same second never share a
     # run dir. use_cache keeps it identical wherever the config resolves it again (Hydra
@@ -35,8 +36,6 @@ def register_resolvers() -> None:
 def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
     """The config `facecls <command> OVERRIDES` would run with (same conf/ and defaults list),
     without a Hydra run dir: for tests and benchmarks that call the library directly."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
 
     register_resolvers()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):

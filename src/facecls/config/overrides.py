@@ -2,7 +2,13 @@
 clear line that lists the allowed values (Hydra's own message spans a screen)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
+from omegaconf import DictConfig, OmegaConf
 
 from facecls.errors import exit_with
 
@@ -28,8 +34,6 @@ def _values(override) -> list:
 
 def check_overrides(conf_dir: str, config_name: str, args: list[str]) -> None:
     """Exit with one line if an override names a config group option that does not exist."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
 
     tokens = [a for a in args if "=" in a and not a.startswith("-")]
     try:
@@ -77,8 +81,6 @@ def check_keys(conf_dir: str, config_name: str, overrides: list) -> None:
               and o.package is None and _plain(o)]
     if not dotted:
         return
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     groups = [_first(o) for o in overrides if "." not in o.key_or_group
               and (Path(conf_dir) / o.key_or_group).is_dir() and _plain(o)]
@@ -87,7 +89,6 @@ def check_keys(conf_dir: str, config_name: str, overrides: list) -> None:
             cfg = compose(config_name, overrides=groups)
     except Exception:  # let Hydra report whatever stops composition, as it would anyway
         return
-    from omegaconf import DictConfig
 
     for override in dotted:
         key = override.key_or_group
@@ -101,7 +102,6 @@ def check_keys(conf_dir: str, config_name: str, overrides: list) -> None:
 
 def check_output_dir(args: list[str]) -> None:
     """Exit with one line if the run dir cannot be created (Hydra would print a traceback)."""
-    import os
 
     values = [a.split("=", 1)[1] for a in args
               if a.startswith(("hydra.run.dir=", "hydra.sweep.dir=", "paths.output_dir="))]

@@ -4,9 +4,9 @@
 and Hydra's struct mode.)"""
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from facecls.config.checks import SPLITS, check_dropout, check_monitor
+from facecls.config.checks import SPLITS, check_dropout, check_monitor, check_ratios
 from facecls.errors import UserError
 
 
@@ -16,8 +16,6 @@ def _require(ok: bool, message: str) -> None:
 
 
 def _number(cfg: DictConfig, key: str):
-    from omegaconf import OmegaConf
-
     value = OmegaConf.select(cfg, key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UserError(f"{key}={value!r} is not a number — give a numeric value, e.g. {key}=1.")
@@ -25,8 +23,6 @@ def _number(cfg: DictConfig, key: str):
 
 
 def validate_train_config(cfg: DictConfig) -> None:
-    from facecls.data.split import check_ratios
-
     t = cfg.trainer
     split = cfg.data.get("split")
     if split is not None:  # before any image is read: a typo should fail in a second
@@ -39,16 +35,13 @@ def validate_train_config(cfg: DictConfig) -> None:
     _require(lr > 0, f"optim.lr={lr} is invalid — the learning rate must be > 0 (e.g. optim.lr=0.001).")
     wd = _number(cfg, "optim.weight_decay")
     _require(wd >= 0, f"weight decay {wd} is invalid — it must be >= 0 (reg.weight_decay.value).")
-    reg = cfg.get("reg") or {}
-    if "dropout" in reg:
+    if "dropout" in (cfg.get("reg") or {}):
         check_dropout(_number(cfg, "reg.dropout.p"))
-    if "early_stopping" in reg:
-        es = reg.early_stopping
-        patience = _number(cfg, "reg.early_stopping.patience")
+    if t.early_stopping.patience is not None:  # reg=early_stopping: its values are read through trainer.*
+        patience = _number(cfg, "trainer.early_stopping.patience")
         _require(isinstance(patience, int) and patience >= 1,
                  f"reg.early_stopping.patience={patience} is invalid — use a whole number >= 1.")
-        check_monitor(es.monitor, "reg.early_stopping.monitor")
-        _require(_number(cfg, "reg.early_stopping.min_delta") >= 0,
+        _require(_number(cfg, "trainer.early_stopping.min_delta") >= 0,
                  "reg.early_stopping.min_delta must be >= 0.")
     check_monitor(t.monitor)
     ls = _number(cfg, "trainer.label_smoothing")

@@ -13,9 +13,11 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import torch
+from hydra.utils import instantiate
+from torchvision.transforms import v2
 
 from facecls.data.augment import BATCHED_VERSIONS, BatchTransform, Compose
-from facecls.data.decode import Preprocess
+from facecls.data.preprocess import Preprocess
 
 log = logging.getLogger(__name__)
 
@@ -150,13 +152,10 @@ def build_transform(transforms_cfg, explain: bool = True):
     """
     if not transforms_cfg:
         return None
-    from hydra.utils import instantiate
 
     transforms = [instantiate(t) for t in transforms_cfg]
     if all(isinstance(t, BatchTransform) for t in transforms):
         return Compose(transforms)
-
-    from torchvision.transforms import v2
 
     if explain:
         per_image = [type(t) for t in transforms if not isinstance(t, BatchTransform)]

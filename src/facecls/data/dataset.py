@@ -2,20 +2,22 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
 from facecls.config.checks import SPLITS
+from facecls.config.instantiate import instantiate
 from facecls.data import leakage
-from facecls.data.decode import Preprocess, decode_images
+from facecls.data.decode import decode_images
 from facecls.data.faces import FaceCrop
 from facecls.data.mapped import budget_bytes
+from facecls.data.preprocess import Preprocess
 from facecls.data.sources import ImageList
 from facecls.data.split import assign_folds, assign_splits
-from facecls.errors import UserError, instantiate
+from facecls.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,6 @@ class DataBundle:
 
     def with_train_subset(self, n: int) -> "DataBundle":
         """The first ``n`` training images as both train and val split (an overfitting check)."""
-        from dataclasses import replace
 
         t = self.train
         subset = Split(t.inputs[:n], t.labels[:n], t.files[:n])

@@ -13,7 +13,6 @@ import math
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +22,11 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
+from facecls.data import mapped
 from facecls.data.faces import SEARCH_SIZE, Detector, FaceCrop
+from facecls.data.preprocess import Preprocess
 from facecls.errors import UserError
+from facecls.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -41,33 +43,6 @@ try:  # HEIC/HEIF (phone photos) through the optional extra: pip install 'facecl
     HEIF = True
 except ImportError:
     HEIF = False
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How an image becomes model input: resize (and crop) to ``size`` then normalise.
-
-    ``resize=None`` squashes the whole image to size×size; an int resizes the shorter side
-    to ``resize`` and centre-crops size×size (torchvision's ImageNet-style preprocessing).
-    ``interpolation`` is the resize filter (a torchvision ``InterpolationMode`` value: the
-    pretrained weights' own, e.g. bicubic for EfficientNet; always antialiased). Checkpoints
-    written before it existed hold no ``interpolation`` and load as bilinear, as they were made.
-    """
-
-    size: int
-    resize: int | None = None
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    interpolation: str = "bilinear"
-
-    def __post_init__(self):
-        if self.interpolation not in INTERPOLATIONS:
-            raise UserError(f"unknown resize interpolation '{self.interpolation}' — choose one of: "
-                            f"{', '.join(INTERPOLATIONS)}.")
-
-
-# The filters PIL resizes with (nearest-exact is tensor-only).
-INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -185,7 +160,6 @@ def decode_images(root: Path, files: list[str], prep: Preprocess, cache_dir: Pat
 
     Pixels that would take more than ``max_bytes`` (data.cache_max_gb) are decoded into a
     file under ``cache_dir`` and memory-mapped instead of held in memory (facecls.data.mapped)."""
-    from facecls.data import mapped
 
     shape = (len(files), 3, prep.size, prep.size)
     over_budget = max_bytes is not None and math.prod(shape) > max_bytes
@@ -215,7 +189,6 @@ def decode_images(root: Path, files: list[str], prep: Preprocess, cache_dir: Pat
     if not bool(keep.all()):
         images = images[keep]  # a copy, only when some file could not be read
     if path is not None:
-        from facecls.io import atomic_torch_save
 
         try:
             # the face boxes travel with the pixels they made (for inspection; not read back)

@@ -12,6 +12,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from torchvision.datasets import LFWPeople
+
 from facecls.data.sources import ImageList
 from facecls.errors import UserError
 
@@ -31,7 +33,6 @@ def _how_to_place(base: Path, image_set: str) -> str:
 def lfw_people(root: str | os.PathLike, image_set: str = "funneled", min_faces_per_person: int = 20,
                download: bool = False) -> ImageList:
     """Every image of each person with at least ``min_faces_per_person`` images."""
-    from torchvision.datasets import LFWPeople
 
     if image_set not in FOLDERS:
         raise UserError(f"data.source.image_set={image_set} — use one of: {', '.join(FOLDERS)}.")

@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from facecls.errors import UserError
+from facecls.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,6 @@ def decode_to_file(path: Path, shape: tuple[int, int, int, int], decode: Callabl
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    from facecls.io import atomic_write_json
 
     atomic_write_json(meta, {"shape": [kept, *shape[1:]], "keep": keep.tolist(), "skipped": skipped})
     return load_mapped(path)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facecls.config.checks import SPLITS
+from facecls.data.synthetic import write_dataset
 from facecls.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,6 @@ def synthetic_faces(root: str | os.PathLike, num_classes: int = 11, images_per_c
     ``root`` is always complete)."""
     root = Path(os.path.expanduser(str(root)))
     if not root.is_dir():
-        from facecls.data.synthetic import write_dataset
 
         log.info("Rendering synthetic faces (%d identities × %d images) into %s",
                  num_classes, images_per_class, root)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 
+from facecls.config.checks import check_ratios
 from facecls.errors import UserError
 
 
@@ -22,17 +23,6 @@ def hash_fraction(relative_path: str, seed: int) -> float:
     # surrogateescape); for UTF-8 names these are the UTF-8 bytes, so splits never move.
     digest = hashlib.sha256(f"{seed}\0{relative_path}".encode("utf-8", "surrogateescape")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def check_ratios(train: float, val: float, test: float) -> None:
-    ratios = {"train": train, "val": val, "test": test}
-    bad = [k for k, v in ratios.items() if not 0 < v < 1]
-    if bad:
-        raise UserError(f"data.split.{bad[0]}={ratios[bad[0]]} is out of range — each split "
-                        "ratio must be between 0 and 1 (e.g. 0.7/0.15/0.15).")
-    if abs(train + val + test - 1) > 1e-6:
-        raise UserError(f"data.split ratios sum to {train + val + test:g}, not 1 — e.g. "
-                        "data.split.train=0.7 data.split.val=0.15 data.split.test=0.15.")
 
 
 def assign_splits(files: list[str], train: float, val: float, test: float, seed: int) -> list[str]:

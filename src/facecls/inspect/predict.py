@@ -23,12 +23,12 @@ from facecls.data.decode import decode_images
 from facecls.data.faces import FaceCrop
 from facecls.data.sources import SYSTEM_FILES
 from facecls.errors import UserError
+from facecls.inference.checkpoint import load_checkpoint
+from facecls.inference.device import select_device
+from facecls.inference.loading import rebuild_model
 from facecls.inspect.images import to_picture
-from facecls.inspect.loading import rebuild_model
 from facecls.io import atomic_write_json, atomic_write_text, csv_text
 from facecls.plots import plt, save_figure
-from facecls.training.checkpoint import load_checkpoint
-from facecls.training.runtime import select_device
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ import torch
 
 from facecls.config.checks import check_split
 from facecls.errors import UserError
+from facecls.inference.evaluate import evaluate
 from facecls.inspect.images import Picked, class_name, pick_images, predict, to_picture
 from facecls.io import atomic_write_text, csv_text
 from facecls.plots import plt, save_figure
-from facecls.training.engine import evaluate
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from facecls.config.checks import SPLITS
 from facecls.data.batches import BatchPreparer, build_transform
 from facecls.errors import UserError
+from facecls.inference.evaluate import EvalSettings, evaluate
+from facecls.inference.metrics import confusion_matrix
+from facecls.inference.scoring import PER_CLASS_COLUMNS, per_class_rows
 from facecls.io import csv_text
 from facecls.plots import plt, save_figure
-from facecls.training.engine import EvalSettings, evaluate
-from facecls.training.metrics import confusion_matrix
-from facecls.training.scoring import PER_CLASS_COLUMNS, per_class_rows
 
 CSV_COLUMNS = ["variation", "parameter", "value", "split", "accuracy", "loss", "drop"]
 PER_CLASS_CSV_COLUMNS = ["variation", "parameter", "value", "split", *PER_CLASS_COLUMNS]

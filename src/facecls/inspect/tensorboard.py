@@ -13,7 +13,9 @@ import contextlib
 import logging
 from pathlib import Path
 
+import numpy as np
 from omegaconf import OmegaConf
+from PIL import Image
 
 from facecls.errors import one_line
 
@@ -39,8 +41,6 @@ def _pngs(folder: Path) -> dict[Path, tuple[int, int]]:
 
 def add_images(folder: Path, paths: list[Path], command: str, step: int) -> list[str]:
     """Add each PNG of ``paths`` to a new event file in ``folder``; return the tags written."""
-    import numpy as np
-    from PIL import Image
     from torch.utils.tensorboard import SummaryWriter
 
     tags = []

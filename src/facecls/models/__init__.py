@@ -8,8 +8,9 @@ from __future__ import annotations
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
-from facecls.data.decode import Preprocess
-from facecls.errors import UserError, instantiate
+from facecls.config.instantiate import instantiate
+from facecls.data.preprocess import Preprocess
+from facecls.errors import UserError
 from facecls.models.base import FaceModel
 
 

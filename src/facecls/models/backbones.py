@@ -35,7 +35,7 @@ from torchvision.models import get_model, get_model_builder, get_model_weights, 
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 from torchvision.models.vision_transformer import VisionTransformer, interpolate_embeddings
 
-from facecls.data.decode import Preprocess
+from facecls.data.preprocess import Preprocess
 from facecls.errors import UserError
 from facecls.models.pretrained import load_pretrained, weights_preprocess
 

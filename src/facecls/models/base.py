@@ -18,7 +18,7 @@ from typing import Callable
 
 from torch import nn
 
-from facecls.data.decode import Preprocess
+from facecls.data.preprocess import Preprocess
 from facecls.errors import UserError
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torchvision.models import get_model_weights
 
+from facecls.errors import UserError
 from facecls.models.backbones import (
     aliases_of,
     check_name,
@@ -81,7 +82,6 @@ def node_shapes(name: str, weights: str | None = "DEFAULT", input_size: int | No
         with torch.no_grad():
             outputs = graph(torch.zeros(1, 3, size, size, device="meta"))
     except (RuntimeError, ValueError, AssertionError, IndexError) as err:
-        from facecls.errors import UserError
 
         raise UserError(f"a {size}×{size} image does not fit through {name} ({str(err).splitlines()[0][:100]}) "
                         "— use a larger input_size.") from None

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from facecls.data.decode import Preprocess
+from facecls.data.preprocess import Preprocess
 from facecls.errors import UserError
 from facecls.io import safe_torch_load
 from facecls.models.base import restore_model

@@ -39,7 +39,7 @@ from timm.data import resolve_data_config
 from timm.models import get_pretrained_cfg
 from torch import nn
 
-from facecls.data.decode import INTERPOLATIONS, Preprocess
+from facecls.data.preprocess import INTERPOLATIONS, Preprocess
 from facecls.errors import UserError
 from facecls.models.pretrained import DOWNLOAD_TIMEOUT_S, OFFLINE_ENV, _socket_timeout, read_state_dict
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from facecls.io import atomic_write_text
+from facecls.sweeps.runs import read_runs
 
 METRIC_COLUMNS = [("best_train_acc", "train acc"), ("best_val_acc", "val acc"), ("test_acc", "test acc"),
                   ("test_macro_f1", "test macro-F1"),
@@ -32,7 +33,6 @@ def _rel(path: Path, out: Path) -> str:
 
 def runs_table(runs_dir: Path) -> list[str]:
     """Train/val/test accuracy and loss of every run, with the overrides that differ between runs."""
-    from facecls.sweeps.runs import read_runs
 
     records = read_runs([runs_dir], sweep_finished=True)
     keys = sorted({k for r in records for k in r.overrides})

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 
 DONE = ".report-done.json"  # written after a command succeeded, with the exact arguments
 
@@ -32,8 +34,6 @@ def facecls(args: list[str], log_file: Path) -> Finished:
     """Run `facecls ARGS` exactly as from a shell, but in this process (a fresh interpreter
     per command would spend seconds importing torch each time); everything it prints goes to
     ``log_file``. Process-wide state a command changes (argv, logging, the RNG) is restored."""
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
 
     from facecls.cli import main
 

@@ -17,6 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from facecls import errors
+from facecls.config.task import failed_jobs
 from facecls.sweeps.runs import read_runs
 from facecls.sweeps.summary import write_summary
 
@@ -46,7 +47,7 @@ class SweepSummary(Callback):
         err = job_return._return_value
         log.error("facecls: job failed: %s: %s", type(err).__name__, errors.one_line(str(err)),
                   exc_info=(type(err), err, err.__traceback__))
-        errors.failed_jobs.append(f"{type(err).__name__}: {errors.one_line(str(err))}")
+        failed_jobs.add(f"{type(err).__name__}: {errors.one_line(str(err))}")
         job_return.status = JobStatus.COMPLETED
         job_return.return_value = None  # what a job that hit a UserError returns, too
 
@@ -58,8 +59,8 @@ class SweepSummary(Callback):
         if runs is not None:
             # Jobs in other processes (joblib, submitit) reported their failures there; the
             # files of the sweep dir are the one place that knows about every job.
-            errors.failed_jobs[:] = [f"{r.name}: {r.note or r.status}" for r in runs
-                                     if r.status in ("failed", "incomplete")]
+            failed_jobs.replace([f"{r.name}: {r.note or r.status}" for r in runs
+                                 if r.status in ("failed", "incomplete")])
         if (sweep_dir / "mlflow_parent_run_id").is_file():
             from facecls.training.loggers.mlflow import end_sweep_parent
 
@@ -68,7 +69,7 @@ class SweepSummary(Callback):
                     runs = read_runs([sweep_dir], sweep_finished=True)
                 except errors.UserError:  # no run dir to read: no job says how it ended
                     runs = []
-            failed = bool(errors.failed_jobs) or any(r.status in NOT_FINISHED for r in runs)
+            failed = bool(failed_jobs) or any(r.status in NOT_FINISHED for r in runs)
             status = end_sweep_parent(sweep_dir, failed)
             if status:
                 log.info("MLflow: the sweep's parent run ended %s", status)

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 
 from facecls.errors import UserError
 
@@ -110,8 +112,6 @@ def find_run_dirs(paths: list[str | os.PathLike]) -> list[Path]:
 def parse_overrides(lines: list[str]) -> dict[str, Any]:
     """``["optim.lr=1e-3", "reg=[dropout,early_stopping]"]`` → ``{"optim.lr": 0.001, "reg": [...]}``
     with Hydra's own parser, so 1e-3 and 0.001 are the same value."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
 
     try:
         overrides = OverridesParser.create().parse_overrides([str(x) for x in lines])

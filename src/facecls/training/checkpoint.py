@@ -1,83 +1,22 @@
-"""Checkpoints: one typed definition of what a checkpoint holds, and the writer a run uses.
-
-On disk a checkpoint is plain data only (tensors, numbers, strings, lists, dicts), so it
-loads with ``torch.load(weights_only=True)`` — a checkpoint can never run code on the
-loading machine. :class:`Checkpoint` is the one place its keys are named; every reader
-(eval, resume, inspect, robustness, rf) goes through :func:`load_checkpoint`.
-"""
+"""The checkpoint writer a training run uses (what a checkpoint holds and how it is read:
+facecls.inference.checkpoint)."""
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from facecls.data.decode import Preprocess
+from facecls.data.preprocess import Preprocess
 from facecls.errors import UserError
-from facecls.io import atomic_torch_save, safe_torch_load
-from facecls.models.legacy import upgrade_checkpoint
+from facecls.inference.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
-
-FORMAT = "facecls-checkpoint/1"
-
-
-@dataclass
-class Checkpoint:
-    """What best.pt and last.pt hold. Only last.pt carries the resume state (optimizer,
-    scheduler, random states); best.pt is for inference."""
-
-    model: dict                  # the whole model's state_dict
-    config: dict                 # the run's resolved training config
-    classes: list[str]
-    preprocess: dict             # Preprocess as a dict
-    epoch: int                   # the last finished epoch when it was written
-    optimizer: dict | None = None
-    scheduler: dict | None = None
-    early_stopping: dict | None = None
-    history: list[dict] = field(default_factory=list)
-    stop_reason: str | None = None
-    rng: dict | None = None
-    ema: dict | None = None      # last.pt with trainer.ema: the weight average's own state
-
-    @property
-    def resumable(self) -> bool:
-        return bool(self.rng) and self.optimizer is not None
-
-    def preprocessing(self) -> Preprocess:
-        return Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.preprocess.items()})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Checkpoint:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
-    """Write a checkpoint atomically (a crash leaves the previous file intact)."""
-    return atomic_torch_save(checkpoint.to_dict(), path)
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Load a facecls checkpoint, refusing anything that is not plain data."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"checkpoint '{path}' does not exist — pass ckpt=<run dir>/checkpoints/best.pt.")
-    data = safe_torch_load(path, what="checkpoint", allowed="plain data",
-                           fix="pass a checkpoints/best.pt or last.pt written by facecls.", map_location=map_location)
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise UserError(f"'{path}' is not a facecls checkpoint — pass a checkpoints/best.pt or "
-                        "last.pt from a facecls run dir.")
-    return Checkpoint.from_dict(upgrade_checkpoint(data, str(path)))
 
 
 def cpu_copy(value: Any) -> Any:
@@ -156,7 +95,7 @@ class CheckpointWriter:
             preprocess=self.preprocess, epoch=int(result.history[-1]["epoch"]), optimizer=optimizer,
             scheduler=copy.deepcopy(self.scheduler.state_dict()) if resumable and self.scheduler is not None else None,
             early_stopping=dict(self.stopper.state_dict()), history=list(result.history),
-            stop_reason=result.stop_reason, rng=result.rng if resumable else None, ema=ema)
+            stop_reason=str(result.stop_reason), rng=result.rng if resumable else None, ema=ema)
 
     def _submit(self, kind: str, checkpoint: Checkpoint) -> None:
         if kind in self._pending:  # at most one write of each kind in flight

@@ -28,6 +28,7 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from facecls.errors import UserError
 
@@ -94,7 +95,6 @@ class DistContext:
         """DistributedDataParallel around ``net`` (it all-reduces the gradients in backward)."""
         if not self.active:
             return net
-        from torch.nn.parallel import DistributedDataParallel
 
         # No collective inside a forward pass: evaluation shares may differ in length by one
         # batch. (torch >= 2.15 names the switch forward_sync_buffers.)

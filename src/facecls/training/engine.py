@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Callable, Protocol
 
 import torch
@@ -20,10 +21,24 @@ from tqdm.auto import tqdm
 from facecls.config.checks import MONITORS
 from facecls.data.batches import iterate_batches
 from facecls.errors import UserError
+from facecls.inference.device import autocast
+from facecls.inference.evaluate import EvalSettings, evaluate
 from facecls.training.distributed import SINGLE, DistContext
-from facecls.training.runtime import autocast, capture_rng, keep_freed_memory, restore_rng
+from facecls.training.runtime import capture_rng, keep_freed_memory, restore_rng
 
 log = logging.getLogger(__name__)
+
+
+class StopReason(str, Enum):
+    """Why ``fit`` returned; its value is what metrics.json, checkpoints and trackers record."""
+
+    MAX_EPOCHS = "max_epochs"
+    EARLY_STOPPING = "early_stopping"
+    DIVERGED = "diverged"        # the training loss stopped being a finite number
+    INTERRUPTED = "interrupted"  # a signal (Ctrl-C, SIGTERM): the unfinished epoch is dropped
+
+    def __str__(self) -> str:
+        return self.value
 
 FINITE_CHECK_STEPS = 25  # on a GPU: steps between two looks for a non-finite loss
 
@@ -62,20 +77,6 @@ class EarlyStopping:
 
 
 @dataclass
-class EvalSettings:
-    """How to run a model over a split without training it."""
-
-    device: torch.device
-    batch_size: int = 256
-    amp: bool = False
-    progress: bool | None = None  # None: bars only on a terminal
-    dist: DistContext = SINGLE  # DDP: each rank scores its share, the sums are all-reduced
-
-    def autocast(self):
-        return autocast(self.device, self.amp)
-
-
-@dataclass
 class LoopSettings:
     """How ``fit`` trains: epochs, batch sizes, numerics, and this process's DDP rank."""
 
@@ -106,7 +107,7 @@ class LoopSettings:
 @dataclass
 class FitResult:
     history: list[dict] = field(default_factory=list)
-    stop_reason: str = "max_epochs"
+    stop_reason: StopReason = StopReason.MAX_EPOCHS
     best_epoch: int = 0
     train_seconds: float = 0.0
     rng: dict = field(default_factory=dict)  # random states at the end of the last finished epoch
@@ -132,43 +133,104 @@ class EpochReporter(Protocol):
     def epoch_finished(self, result: FitResult, improved: bool) -> None: ...
 
 
-@torch.inference_mode()
-def evaluate(net: nn.Module, split, prepare: Callable, settings: EvalSettings,
-             return_predictions: bool = False, return_probabilities: bool = False):
-    """Mean loss and accuracy over a split (and optionally every prediction and its probability;
-    ``return_probabilities`` adds the whole softmax N×C as ``probabilities``, for per-class and
-    calibration metrics). Under DDP each rank scores its share and the sums are all-reduced
-    (not with predictions: those need every image in this process)."""
-    return_predictions = return_predictions or return_probabilities
-    was_training = net.training
-    net.eval()
-    dist = SINGLE if return_predictions else settings.dist
-    total_loss, correct, count, preds, probs, full = 0.0, 0, 0, [], [], []
-    for x, y in iterate_batches(split, settings.batch_size, rank=dist.rank, world_size=dist.world_size):
-        y = y.to(settings.device, non_blocking=True)
+@dataclass
+class EpochTotals:
+    """One training pass's sums, kept on the device and read once per epoch (no host-device
+    sync per step)."""
+
+    seen: int
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+
+
+class _Pass:
+    """What every training pass of one ``fit`` shares: the loss, the gradient scaler, the batch
+    order and how many batches an epoch takes."""
+
+    def __init__(self, data, settings: LoopSettings):
+        weight = torch.tensor(settings.class_weights, device=settings.device) if settings.class_weights else None
+        self.criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=settings.label_smoothing)
+        self.scaler = torch.amp.GradScaler(enabled=settings.amp and settings.device.type == "cuda"
+                                           and not torch.cuda.is_bf16_supported())
+        self.order = torch.Generator().manual_seed(settings.seed)  # the batch order, reproducible from the seed
+        n_batches = math.ceil(math.ceil(len(data.train) / settings.dist.world_size) / settings.batch_size)
+        limit = settings.limit_batches
+        if limit is not None:
+            n_batches = min(n_batches, max(1, int(limit) if limit >= 1 else math.ceil(n_batches * limit)))
+        self.n_batches = n_batches
+        # A non-finite loss is looked for before each step on the CPU (free there); on a GPU that
+        # look is a host-device sync, so it checks the epoch's running loss sum every few steps.
+        self.check_every = 1 if settings.device.type == "cpu" else FINITE_CHECK_STEPS
+
+
+def train_one_epoch(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimizer,
+                    settings: LoopSettings, shared: _Pass, epoch: int, *, stop=None, ema=None,
+                    quiet: bool | None = None) -> tuple[EpochTotals, StopReason | None]:
+    """One pass over shuffled training batches: forward → loss → backward → step (→ EMA update).
+    Returns the pass's sums and, when it had to stop inside the pass, why (diverged, interrupted)."""
+    dist, device = settings.dist, settings.device
+    totals = EpochTotals(0, torch.zeros((), dtype=torch.float64, device=device),
+                         torch.zeros((), dtype=torch.int64, device=device))
+    batches = tqdm(iterate_batches(data.train, settings.batch_size, shuffle=True, generator=shared.order,
+                                   rank=dist.rank, world_size=dist.world_size,
+                                   balanced=settings.balanced_sampling),
+                   total=shared.n_batches, desc=f"epoch {epoch}", leave=False, unit="batch", disable=quiet)
+    for step, (x, y) in enumerate(batches):
+        if step == shared.n_batches:
+            break
+        x, y = prepare(x, train=True), y.to(device, non_blocking=True)
+        target = y
+        if settings.mixer is not None:  # MixUp/CutMix: mixed images, label probabilities
+            x, target = settings.mixer(x, y)
+            y = target.argmax(1)  # training accuracy counts the dominant label of each mix
         with settings.autocast():
-            logits = net(prepare(x, train=False))
-        logits = logits.float()
-        total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        softmax = logits.softmax(1)
-        p, pred = softmax.max(1)
-        correct += (pred == y).sum().item()
-        count += len(y)
-        if return_predictions:
-            preds.append(pred.cpu())
-            probs.append(p.cpu())
-            if return_probabilities:
-                full.append(softmax.cpu())
-    net.train(was_training)
-    total_loss, correct, count = dist.sum(total_loss, correct, count)
-    n = max(count, 1)
-    result = {"loss": total_loss / n, "acc": correct / n}
-    if return_predictions:
-        result["predictions"] = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
-        result["confidence"] = torch.cat(probs) if probs else torch.empty(0)
-    if return_probabilities:
-        result["probabilities"] = torch.cat(full) if full else torch.empty(0, 0)
-    return result
+            logits = net(x)
+            loss = shared.criterion(logits.float(), target)
+        if shared.check_every == 1 and dist.any(not torch.isfinite(loss)):  # DDP: all ranks stop together
+            return totals, StopReason.DIVERGED
+        optimizer.zero_grad(set_to_none=True)
+        shared.scaler.scale(loss).backward()
+        if settings.grad_clip:
+            shared.scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
+        shared.scaler.step(optimizer)
+        shared.scaler.update()
+        if ema is not None:
+            ema.update()
+        totals.seen += len(y)
+        totals.loss_sum += loss.detach().double() * len(y)
+        totals.correct += (logits.argmax(1) == y).sum()
+        if shared.check_every > 1 and (step + 1) % shared.check_every == 0 and \
+                dist.any(not torch.isfinite(totals.loss_sum)):
+            return totals, StopReason.DIVERGED
+        if stop is not None and dist.any(stop.requested):
+            return totals, StopReason.INTERRUPTED
+    if shared.check_every > 1 and dist.any(not torch.isfinite(totals.loss_sum)):
+        return totals, StopReason.DIVERGED
+    return totals, None
+
+
+def close_epoch(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimizer, scheduler,
+                stopper: EarlyStopping, settings: LoopSettings, totals: EpochTotals, epoch: int,
+                started: float) -> tuple[dict, bool]:
+    """After a finished training pass: validation score, scheduler step, the history row and the
+    stopper's verdict. Returns the row and whether it is a new best."""
+    seen, loss_sum, correct = settings.dist.sum(totals.seen, totals.loss_sum.item(), totals.correct.item())
+    val = evaluate(net, data.val, prepare, settings.eval)
+    lr = optimizer.param_groups[0]["lr"]
+    if scheduler is not None:  # an EpochSchedule (facecls.training.schedules)
+        scheduler.step(stopper.sign * val["loss" if stopper.monitor == "val_loss" else "acc"])
+    row = {"epoch": epoch, "lr": float(lr), "train_loss": loss_sum / seen, "train_acc": correct / seen,
+           "val_loss": val["loss"], "val_acc": val["acc"], "seconds": time.perf_counter() - started}
+    return row, stopper.step(epoch, row[stopper.monitor])
+
+
+def log_epoch(row: dict, stopper: EarlyStopping, improved: bool, max_epochs: int) -> None:
+    note = "new best" if improved else "not a better score" + (
+        f" ({stopper.bad_epochs}/{stopper.patience})" if stopper.patience is not None else "")
+    log.info("epoch %*d/%d train_loss %.4f train_acc %.4f val_loss %.4f val_acc %.4f lr %.2e — %s",
+             len(str(max_epochs)), row["epoch"], max_epochs, row["train_loss"], row["train_acc"], row["val_loss"],
+             row["val_acc"], row["lr"], note)
 
 
 def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimizer, scheduler,
@@ -176,122 +238,59 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
         stop=None, resume: ResumePoint | None = None, ema=None) -> FitResult:
     """Train ``net`` on ``data.train`` for up to ``settings.max_epochs`` epochs.
 
-    Each epoch: shuffled batches → forward → cross-entropy → backward → step; then the
-    validation score, the scheduler step, one history row, and ``reporter.epoch_finished``
-    (history.csv, best.pt on a new best, last.pt). Stops early when ``stopper`` says so, when the loss stops
-    being a finite number ('diverged'), or when ``stop.requested`` is set by a signal
-    ('interrupted': the unfinished epoch is dropped, so last.pt stays a clean resume point).
+    Each epoch is a training pass (:func:`train_one_epoch`) and its close (:func:`close_epoch`:
+    validation, scheduler, one history row), then ``reporter.epoch_finished`` (history.csv,
+    best.pt on a new best, last.pt). Stops early when ``stopper`` says so, when the loss stops
+    being a finite number (diverged), or when ``stop.requested`` is set by a signal
+    (interrupted: the unfinished epoch is dropped, so last.pt stays a clean resume point).
     ``resume`` (history, epoch, rng from last.pt) continues a run exactly where it stopped.
     ``ema`` (a training.regularisers.WeightAverage) is updated after every step and is what
     validation scores.
     """
     result = FitResult(best_epoch=stopper.best_epoch)
     keep_freed_memory(settings.device)  # CPU: no page faults for every step's tensors (see there)
-    weight = torch.tensor(settings.class_weights, device=settings.device) if settings.class_weights else None
-    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=settings.label_smoothing)
-    scaler = torch.amp.GradScaler(enabled=settings.amp and settings.device.type == "cuda"
-                                  and not torch.cuda.is_bf16_supported())
-    order = torch.Generator().manual_seed(settings.seed)  # the batch order, reproducible from the seed
+    shared = _Pass(data, settings)
     start_epoch = 1
     if resume:
         result.history = list(resume.history)
         start_epoch = resume.epoch + 1
-        restore_rng(resume.rng, order)
+        restore_rng(resume.rng, shared.order)
         if stopper.should_stop:
-            result.stop_reason = "early_stopping"
+            result.stop_reason = StopReason.EARLY_STOPPING
             return result
-    width = len(str(settings.max_epochs))
-    n_batches = math.ceil(math.ceil(len(data.train) / settings.dist.world_size) / settings.batch_size)
-    limit = settings.limit_batches
-    if limit is not None:
-        n_batches = min(n_batches, max(1, int(limit) if limit >= 1 else math.ceil(n_batches * limit)))
     epochs = tqdm(range(start_epoch, settings.max_epochs + 1), desc="epochs", unit="ep",
                   disable=None if settings.progress is None else not settings.progress,
                   initial=start_epoch - 1, total=settings.max_epochs)
+    is_main = reporter is not None and settings.dist.is_main  # under DDP, rank 0 alone writes the run dir
     net.train()
     started = time.perf_counter()
-    # A non-finite loss is looked for before each step on the CPU (free there); on a GPU that
-    # look is a host-device sync, so it checks the epoch's running loss sum every few steps.
-    check_every = 1 if settings.device.type == "cpu" else FINITE_CHECK_STEPS
     for epoch in epochs:
         t0 = time.perf_counter()
-        # Sums stay on the device and are read once per epoch: no host-device sync per step.
-        seen = 0
-        loss_sum = torch.zeros((), dtype=torch.float64, device=settings.device)
-        correct = torch.zeros((), dtype=torch.int64, device=settings.device)
-        batches = tqdm(iterate_batches(data.train, settings.batch_size, shuffle=True, generator=order,
-                                      rank=settings.dist.rank, world_size=settings.dist.world_size,
-                                      balanced=settings.balanced_sampling),
-                       total=n_batches, desc=f"epoch {epoch}", leave=False, unit="batch", disable=epochs.disable)
-        for step, (x, y) in enumerate(batches):
-            if step == n_batches:
-                break
-            x, y = prepare(x, train=True), y.to(settings.device, non_blocking=True)
-            target = y
-            if settings.mixer is not None:  # MixUp/CutMix: mixed images, label probabilities
-                x, target = settings.mixer(x, y)
-                y = target.argmax(1)  # training accuracy counts the dominant label of each mix
-            with settings.autocast():
-                logits = net(x)
-                loss = criterion(logits.float(), target)
-            if check_every == 1 and settings.dist.any(not torch.isfinite(loss)):  # DDP: all ranks stop together
-                result.stop_reason = "diverged"
-                break
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if settings.grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            if ema is not None:
-                ema.update()
-            n = len(y)
-            seen += n
-            loss_sum += loss.detach().double() * n
-            correct += (logits.argmax(1) == y).sum()
-            if check_every > 1 and (step + 1) % check_every == 0 and \
-                    settings.dist.any(not torch.isfinite(loss_sum)):
-                result.stop_reason = "diverged"
-                break
-            if stop is not None and settings.dist.any(stop.requested):
-                result.stop_reason = "interrupted"
-                break
-        if result.stop_reason not in ("interrupted", "diverged") and check_every > 1 and \
-                settings.dist.any(not torch.isfinite(loss_sum)):
-            result.stop_reason = "diverged"
-        if result.stop_reason not in ("interrupted", "diverged") and reporter is not None and settings.dist.is_main:
-            reporter.train_pass_finished()
-        if result.stop_reason == "interrupted":
+        totals, stopped = train_one_epoch(net, data, prepare, optimizer, settings, shared, epoch,
+                                          stop=stop, ema=ema, quiet=epochs.disable)
+        if stopped is StopReason.INTERRUPTED:
             log.warning("%s received during epoch %d: stopping; the unfinished epoch is dropped.",
                         stop.requested, epoch)
-            break
-        if result.stop_reason == "diverged":
+        elif stopped is StopReason.DIVERGED:
             log.error("epoch %d: the training loss is not a finite number — the run diverged; "
                       "try a lower optim.lr (now %g) or trainer.grad_clip=1.0.", epoch,
                       optimizer.param_groups[0]["lr"])
+        if stopped is not None:
+            result.stop_reason = stopped
             break
-        seen, loss_sum, correct = settings.dist.sum(seen, loss_sum.item(), correct.item())
-        val = evaluate(ema.module if ema is not None else net, data.val, prepare, settings.eval)
-        lr = optimizer.param_groups[0]["lr"]
-        if scheduler is not None:  # an EpochSchedule (facecls.training.schedules)
-            scheduler.step(stopper.sign * val["loss" if stopper.monitor == "val_loss" else "acc"])
-        row = {"epoch": epoch, "lr": float(lr), "train_loss": loss_sum / seen, "train_acc": correct / seen,
-               "val_loss": val["loss"], "val_acc": val["acc"], "seconds": time.perf_counter() - t0}
+        if is_main:
+            reporter.train_pass_finished()
+        row, improved = close_epoch(ema.module if ema is not None else net, data, prepare, optimizer, scheduler,
+                                    stopper, settings, totals, epoch, t0)
         result.history.append(row)
-        improved = stopper.step(epoch, row[stopper.monitor])
         result.best_epoch = stopper.best_epoch
-        result.rng = capture_rng(order)
-        if reporter is not None and settings.dist.is_main:  # under DDP, rank 0 alone writes the run dir
+        result.rng = capture_rng(shared.order)
+        if is_main:
             reporter.epoch_finished(result, improved)
-        note = "new best" if improved else "not a better score" + (
-            f" ({stopper.bad_epochs}/{stopper.patience})" if stopper.patience is not None else "")
-        log.info("epoch %*d/%d train_loss %.4f train_acc %.4f val_loss %.4f val_acc %.4f lr %.2e — %s",
-                 width, epoch, settings.max_epochs, row["train_loss"], row["train_acc"], row["val_loss"],
-                 row["val_acc"], lr, note)
-        epochs.set_postfix(val_acc=f"{val['acc']:.3f}", best=stopper.best_epoch)
+        log_epoch(row, stopper, improved, settings.max_epochs)
+        epochs.set_postfix(val_acc=f"{row['val_acc']:.3f}", best=stopper.best_epoch)
         if stopper.should_stop:
-            result.stop_reason = "early_stopping"
+            result.stop_reason = StopReason.EARLY_STOPPING
             log.info("Early stopping: no %s improvement for %d epochs (best epoch %d).",
                      stopper.monitor, stopper.patience, stopper.best_epoch)
             break

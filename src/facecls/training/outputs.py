@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from facecls.inference.evaluate import EvalSettings
+from facecls.inference.metrics import TOP_K
+from facecls.inference.scoring import metric_entries, score_split, write_score_files
 from facecls.io import atomic_write_json, atomic_write_text, csv_text
 from facecls.plots import plot_confusion, plot_curves
 from facecls.training.checkpoint import CheckpointWriter
-from facecls.training.engine import EvalSettings, FitResult
-from facecls.training.metrics import TOP_K
-from facecls.training.scoring import metric_entries, score_split, write_score_files
+from facecls.training.engine import FitResult
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def finish_run(run_dir: Path, model, trained, data, prepare, settings: EvalSetti
         "test_ece": None,
         "test_nll": None,
         "epochs_run": len(result.history),
-        "stop_reason": result.stop_reason,
+        "stop_reason": str(result.stop_reason),
         "skipped_files": len(data.skipped),
         "skipped": data.skipped,
         "duplicates_across_splits": len(data.duplicates),

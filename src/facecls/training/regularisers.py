@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torchvision.transforms import v2
 
 from facecls.errors import UserError
 
@@ -23,7 +24,6 @@ from facecls.errors import UserError
 def build_mixer(mixup_alpha: float | None, cutmix_alpha: float | None, num_classes: int) -> Callable | None:
     """(images, labels) → (mixed images, label probabilities), or None when both are off.
     With both on, each batch uses one of the two, chosen at random."""
-    from torchvision.transforms import v2
 
     options = []
     for name, alpha, cls in (("mixup", mixup_alpha, v2.MixUp), ("cutmix", cutmix_alpha, v2.CutMix)):

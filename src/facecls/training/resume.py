@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 
 from facecls.errors import UserError
+from facecls.inference.checkpoint import Checkpoint, load_checkpoint
 from facecls.models.base import restore_model
-from facecls.training.checkpoint import Checkpoint, load_checkpoint
 from facecls.training.engine import ResumePoint
 
 log = logging.getLogger(__name__)

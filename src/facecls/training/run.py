@@ -14,29 +14,24 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from facecls.config.instantiate import instantiate
 from facecls.data.batches import BatchPreparer, build_transform
 from facecls.data.dataset import DataBundle, build_data
 from facecls.data.features import FeatureCache
-from facecls.errors import RunStopped, instantiate
+from facecls.errors import RunStopped
+from facecls.inference.device import amp_flag, select_device
 from facecls.models import build_model, preprocess_for
 from facecls.models.base import FaceModel
 from facecls.training.checkpoint import CheckpointWriter
 from facecls.training.distributed import DistContext
-from facecls.training.engine import EarlyStopping, FitResult, LoopSettings, ResumePoint, fit
+from facecls.training.engine import EarlyStopping, FitResult, LoopSettings, ResumePoint, StopReason, fit
 from facecls.training.imbalance import check_sampler, class_weights
 from facecls.training.interrupt import GracefulStop
 from facecls.training.loggers import EpochLog, Loggers, build_loggers, finish_loggers, run_info
 from facecls.training.outputs import RunRecorder, finish_run
 from facecls.training.regularisers import WeightAverage, build_mixer
 from facecls.training.resume import load_resume_checkpoint, restore_training_state
-from facecls.training.runtime import (
-    amp_flag,
-    compile_model,
-    configure_threads,
-    progress_flag,
-    seed_everything,
-    select_device,
-)
+from facecls.training.runtime import compile_model, configure_threads, progress_flag, seed_everything
 from facecls.training.schedules import EpochSchedule, build_schedule
 
 log = logging.getLogger(__name__)
@@ -51,7 +46,7 @@ def loop_settings(cfg: DictConfig, device: torch.device) -> LoopSettings:
                         limit_batches=t.get("limit_batches"))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainingRun:
     """Everything one training run needs, assembled from its config."""
 
@@ -130,9 +125,8 @@ def build_run(cfg: DictConfig, run_dir: Path, dist: DistContext | None = None) -
     # _convert_: param groups reach the optimizer as plain dicts (not DictConfig)
     optimizer = instantiate(cfg.optim, params=model.param_groups(cfg.optim.lr), _convert_="partial")
     scheduler = build_schedule(cfg.get("sched"), optimizer)
-    es = cfg.reg.get("early_stopping") if cfg.get("reg") else None
-    stopper = EarlyStopping(monitor=cfg.trainer.monitor, patience=es.patience if es else None,
-                            min_delta=es.min_delta if es else 0.0)
+    es = cfg.trainer.early_stopping
+    stopper = EarlyStopping(monitor=cfg.trainer.monitor, patience=es.patience, min_delta=es.min_delta)
     checkpoints = CheckpointWriter(run_dir / "checkpoints", model=model, optimizer=optimizer, scheduler=scheduler,
                                    stopper=stopper, config=OmegaConf.to_container(cfg, resolve=True),
                                    classes=data.classes, preprocess=prep,
@@ -140,8 +134,9 @@ def build_run(cfg: DictConfig, run_dir: Path, dist: DistContext | None = None) -
     resume = None
     if cfg.get("resume") and (last := load_resume_checkpoint(run_dir)) is not None:
         resume = restore_training_state(last, model, optimizer, scheduler, stopper, ema)
-    return TrainingRun(model, trained, view.data, view.prepare, optimizer, scheduler, stopper, settings,
-                       checkpoints, dist, ema, resume, data_seconds, features_seconds)
+    return TrainingRun(model=model, trained=trained, data=view.data, prepare=view.prepare, optimizer=optimizer,
+                       scheduler=scheduler, stopper=stopper, settings=settings, checkpoints=checkpoints, dist=dist,
+                       ema=ema, resume=resume, data_seconds=data_seconds, features_seconds=features_seconds)
 
 
 def run_training(cfg: DictConfig, run_dir: Path, dist: DistContext | None = None) -> dict:
@@ -177,7 +172,7 @@ def run_training(cfg: DictConfig, run_dir: Path, dist: DistContext | None = None
         loggers.finish("FAILED")  # a crash (or a second Ctrl-C) still closes the tracker's run
         raise
     if loggers:
-        finish_loggers(loggers, metrics, run_dir, result.stop_reason)
+        finish_loggers(loggers, metrics, run_dir, str(result.stop_reason))
     stopped_early(result, metrics, run_dir, cfg.optim.lr)
     return metrics
 
@@ -185,10 +180,10 @@ def run_training(cfg: DictConfig, run_dir: Path, dist: DistContext | None = None
 def stopped_early(result: FitResult, metrics: dict, run_dir: Path, lr: float) -> None:
     """Raise RunStopped (one line, non-zero exit) for a run that did not end normally."""
     value = metrics["best_val_acc"] or 0.0  # what a sweeper gets for this run
-    if result.stop_reason == "interrupted":
+    if result.stop_reason is StopReason.INTERRUPTED:
         raise RunStopped(f"interrupted after {len(result.history)} finished epoch(s); run files are in "
                          f"{run_dir} — continue with: facecls train resume={run_dir}", exit_code=130, value=value)
-    if result.stop_reason == "diverged":
+    if result.stop_reason is StopReason.DIVERGED:
         raise RunStopped(f"training diverged (non-finite loss) in epoch {len(result.history) + 1}; best "
                          f"checkpoint kept in {run_dir} — try a lower optim.lr (now {lr:g}) or "
                          "trainer.grad_clip=1.0.", exit_code=3, value=value)

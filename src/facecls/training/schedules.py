@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from facecls.errors import UserError, instantiate
+from facecls.config.instantiate import instantiate
+from facecls.errors import UserError
 
 
 class EpochSchedule:

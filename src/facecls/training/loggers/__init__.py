@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from facecls.errors import instantiate
+from facecls.config.instantiate import instantiate
 from facecls.io import atomic_write_json
 from facecls.training.loggers.base import Loggers, RunInfo, RunLogger
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from facecls.training.loggers.base import RunInfo, RunLogger, numeric_items, require
 
 # history.csv column → TensorBoard tag
@@ -40,8 +43,6 @@ class TensorBoardLogger(RunLogger):
         self.writer.flush()  # live: an open TensorBoard shows the epoch now
 
     def log_files(self, paths: list[Path]) -> None:
-        import numpy as np
-        from PIL import Image
 
         for path in paths:
             if path.suffix == ".png":

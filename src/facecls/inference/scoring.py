@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
+from facecls.inference.evaluate import EvalSettings, evaluate
+from facecls.inference.metrics import Calibration, calibration, confusion_matrix, per_class, summary_metrics
 from facecls.io import atomic_write_text, csv_text
 from facecls.plots import plt, save_figure
-from facecls.training.engine import EvalSettings, evaluate
-from facecls.training.metrics import Calibration, calibration, confusion_matrix, per_class, summary_metrics
 
 PER_CLASS_COLUMNS = ["class", "precision", "recall", "f1", "support"]
 RELIABILITY_COLUMNS = ["bin", "low", "high", "count", "confidence", "accuracy"]

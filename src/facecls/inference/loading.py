@@ -13,12 +13,12 @@ from omegaconf import DictConfig, OmegaConf
 from facecls.data.batches import BatchPreparer
 from facecls.data.dataset import DataBundle, build_data
 from facecls.errors import UserError
+from facecls.inference.checkpoint import Checkpoint, load_checkpoint
+from facecls.inference.device import amp_flag, select_device
+from facecls.inference.evaluate import EvalSettings
 from facecls.models import build_model
 from facecls.models.base import restore_model
 from facecls.models.pretrained import skip_pretrained
-from facecls.training.checkpoint import Checkpoint, load_checkpoint
-from facecls.training.engine import EvalSettings
-from facecls.training.runtime import amp_flag, select_device
 
 log = logging.getLogger(__name__)
 
