@@ -143,3 +143,58 @@ def test_interrupted_generation_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_dataset(tmp_path / "faces", **SMALL)
     assert list(tmp_path.iterdir()) == []
+
+
+def _codes(identities) -> np.ndarray:
+    return np.array([synthetic._visible_codes(i) for i in identities])
+
+
+def test_200_identities_differ_in_several_visible_traits():
+    for seed in (0, 1):
+        people = make_identities(200, seed)
+        assert len({p.name for p in people}) == 200
+        codes = _codes(people)
+        differ = (codes[:, None] != codes[None]).sum(-1)
+        np.fill_diagonal(differ, len(codes[0]))
+        assert differ.min() >= synthetic.MIN_TRAIT_DIFFERENCES
+
+
+def test_too_close_people_are_redrawn_without_moving_earlier_ones(monkeypatch):
+    plain = make_identities(30, seed=4)
+    monkeypatch.setattr(synthetic, "MIN_TRAIT_DIFFERENCES", 9)  # forces redraws within 30 people
+    strict = make_identities(30, seed=4)
+    codes = _codes(strict)
+    differ = (codes[:, None] != codes[None]).sum(-1) + 99 * np.eye(30, dtype=int)
+    assert differ.min() >= 9
+    assert strict != plain and strict[0] == plain[0]
+    assert make_identities(40, seed=4)[:30] == strict  # still prefix-stable
+
+
+def test_200_identities_are_distinguishable_in_pixels():
+    people, size = make_identities(200, seed=0), 32
+    centre = (slice(None), slice(size // 4, -size // 4), slice(size // 4, -size // 4))
+
+    def render(ident, stream):
+        return np.asarray(render_face(ident, np.random.default_rng(stream), size), dtype=np.float32)
+
+    # Same pose, lighting and background for everyone: whatever differs is the person.
+    alike = np.stack([render(p, 123) for p in people])[centre].reshape(200, -1)
+    gaps = np.abs(alike[:, None] - alike[None]).mean(-1) + 1e9 * np.eye(200)
+    assert gaps.min() > 2.0  # grey levels, averaged over the face region
+    # Across nuisance: the mean of 4 renders finds the same person's other 4 far above chance (0.5%).
+    n = 4
+    renders = np.stack([[render(p, [5, k, j]) for j in range(2 * n)] for k, p in enumerate(people)])
+    renders = renders[:, :, size // 4: -size // 4, size // 4: -size // 4].reshape(200, 2 * n, -1)
+    first, second = renders[:, :n].mean(1), renders[:, n:].mean(1)
+    nearest = ((first[:, None] - second[None]) ** 2).sum(-1).argmin(1)
+    assert (nearest == np.arange(200)).mean() >= 0.05  # >= 10x chance (measured 0.085)
+
+
+def test_lfw_layout_numbers_from_0001_with_the_same_pixels(tmp_path):
+    plain = write_dataset(tmp_path / "plain", **SMALL)
+    lfw = write_dataset(tmp_path / "lfw", layout="lfw", **SMALL)
+    for name in class_names(3):
+        assert sorted(p.name for p in (lfw / name).iterdir()) == [f"{name}_{i:04d}.jpg" for i in range(1, 5)]
+        assert (lfw / name / f"{name}_0001.jpg").read_bytes() == (plain / name / f"{name}_000.jpg").read_bytes()
+    with pytest.raises(ValueError, match="layout"):
+        write_dataset(tmp_path / "bad", layout="flat", **SMALL)

@@ -10,6 +10,13 @@ Traits come from small discrete palettes on purpose: with 11 identities, some
 people will share a hair colour or a face shape, and the classifier has to
 combine several cues.  All randomness flows from ``numpy.random.default_rng``
 seeded per identity and per image, so the same seed gives byte-identical files.
+
+The trait space holds ~10^11 combinations, so hundreds of people (open-set
+recognition wants 200+) fit; to keep every pair of them telling apart, a person
+drawn within ``MIN_TRAIT_DIFFERENCES`` visible traits of an earlier one is
+redrawn from a further stream.  Earlier people never change, and the draws that
+were already far enough apart (every one of the first 48 for seeds 0-199) are
+exactly what they were before this rule existed.
 """
 
 from __future__ import annotations
@@ -79,29 +86,76 @@ def class_names(num_classes: int) -> list[str]:
     return [DEFAULT_NAMES[i] if i < n else f"{DEFAULT_NAMES[i % n]}_{i // n + 1}" for i in range(num_classes)]
 
 
+# Every trait with its options, in Identity's field order: traits are drawn in this order, and
+# an identity's position in each list is its code for the distance check.
+_LEVELS = {"face_w": (0.85, 1.12), "face_h": (0.9, 1.1), "eye_spacing": (0.36, 0.5), "eye_size": (0.8, 1.2),
+           "brow_weight": (0.6, 1.5), "brow_tilt": (-1, 1), "nose_size": (0.8, 1.3), "mouth_width": (0.75, 1.25),
+           "ear_size": (0.8, 1.25)}
+_CHOICES = {"jaw": _JAWS, "skin": _SKIN, "hair_style": _HAIR_STYLES, "hair_color": _HAIR, "eye_color": _EYES,
+            "nose": _NOSES, "lip": _LIPS, "glasses": ["none", "none", "round", "square"],
+            "glasses_color": [(20, 20, 20), (120, 80, 30), (180, 180, 190)],
+            "beard": ["none", "none", "none", "stubble", "full"]}
+_TRAITS = [f.name for f in dataclasses.fields(Identity) if f.name != "name"]
+
+# Two people differ in at least this many visible traits (see the module docstring).
+MIN_TRAIT_DIFFERENCES = 3
+_MAX_REDRAWS = 1000  # never reached in practice: the trait space is ~10^11 combinations
+
+
+def _draw_identity(name: str, rng: np.random.Generator) -> Identity:
+    """One person's traits; the draw order is fixed so a seed always gives the same person."""
+    traits: dict = {}
+    for trait in _TRAITS:
+        if trait in _LEVELS:
+            # Continuous traits are quantised to a few levels so that they can coincide too.
+            lo, hi = _LEVELS[trait]
+            traits[trait] = round(float(np.linspace(lo, hi, 3)[rng.integers(3)]), 3)
+        else:
+            options = _CHOICES[trait]
+            traits[trait] = options[int(rng.integers(len(options)))]
+    return Identity(name=name, **traits)
+
+
+def _level(trait: str, value: float) -> int:
+    lo, hi = _LEVELS[trait]
+    return int(np.argmin(np.abs(np.linspace(lo, hi, 3) - value)))
+
+
+def _visible_codes(identity: Identity) -> list[int]:
+    """The traits a picture shows, as small integers (equal value = equal code); the frame
+    colour only shows when there are glasses."""
+    values = dataclasses.asdict(identity)
+    codes = []
+    for trait in _TRAITS:
+        value = values[trait]
+        if trait in _LEVELS:
+            codes.append(_level(trait, value))
+        elif trait == "glasses_color" and values["glasses"] == "none":
+            codes.append(-1)
+        else:
+            codes.append(_CHOICES[trait].index(tuple(value) if isinstance(value, list) else value))
+    return codes
+
+
 def make_identities(num_classes: int, seed: int) -> list[Identity]:
-    """Draw one :class:`Identity` per class, deterministically from ``seed``."""
-    identities = []
+    """Draw one :class:`Identity` per class, deterministically from ``seed``.
+
+    Each person differs from every earlier one in at least ``MIN_TRAIT_DIFFERENCES`` visible
+    traits; a person too close is redrawn from streams ``[seed, 0, idx, attempt]``.
+    """
+    identities: list[Identity] = []
+    seen = np.empty((0, len(_TRAITS)), dtype=np.int64)
     for idx, name in enumerate(class_names(num_classes)):
-        # One generator per identity: adding classes never changes earlier ones.
-        rng = np.random.default_rng([seed, 0, idx])
-
-        def pick(options: list, rng=rng):
-            return options[int(rng.integers(len(options)))]
-
-        # Continuous traits are quantised to a few levels so that they can coincide too.
-        def level(lo: float, hi: float, steps: int = 3, rng=rng) -> float:
-            return round(float(np.linspace(lo, hi, steps)[rng.integers(steps)]), 3)
-
-        identities.append(Identity(
-            name=name, face_w=level(0.85, 1.12), face_h=level(0.9, 1.1), jaw=pick(_JAWS), skin=pick(_SKIN),
-            hair_style=pick(_HAIR_STYLES), hair_color=pick(_HAIR), eye_spacing=level(0.36, 0.5),
-            eye_size=level(0.8, 1.2), eye_color=pick(_EYES), brow_weight=level(0.6, 1.5), brow_tilt=level(-1, 1),
-            nose=pick(_NOSES), nose_size=level(0.8, 1.3), mouth_width=level(0.75, 1.25), lip=pick(_LIPS),
-            glasses=pick(["none", "none", "round", "square"]),
-            glasses_color=pick([(20, 20, 20), (120, 80, 30), (180, 180, 190)]),
-            beard=pick(["none", "none", "none", "stubble", "full"]), ear_size=level(0.8, 1.25),
-        ))
+        for attempt in range(_MAX_REDRAWS):
+            # One generator per identity: adding classes never changes earlier ones. The first
+            # attempt uses the stream every identity used before redraws existed.
+            rng = np.random.default_rng([seed, 0, idx] if attempt == 0 else [seed, 0, idx, attempt])
+            identity = _draw_identity(name, rng)
+            codes = np.asarray([_visible_codes(identity)], dtype=np.int64)
+            if not len(seen) or (seen != codes).sum(1).min() >= MIN_TRAIT_DIFFERENCES:
+                break
+        identities.append(identity)
+        seen = np.concatenate([seen, codes])
     return identities
 
 
@@ -160,14 +214,21 @@ def render_face(identity: Identity, rng: np.random.Generator, image_size: int) -
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
 
 
+LAYOUTS = ("imagefolder", "lfw")
+
+
 def write_dataset(out_dir: str | Path, num_classes: int = 11, images_per_class: int = 80,
-                  image_size: int = 128, seed: int = 0, progress: bool = True) -> Path:
+                  image_size: int = 128, seed: int = 0, progress: bool = True, layout: str = "imagefolder") -> Path:
     """Render the dataset as JPEGs in an ImageFolder tree ``out_dir/<class>/<class>_<NNN>.jpg``.
+
+    ``layout="lfw"`` names the files as LFW does instead, ``<class>/<class>_<NNNN>.jpg`` numbered
+    from 0001, so LFW ``pairs.txt`` files (:mod:`facecls.faces.pairs`) can address them; the
+    pixels are the same either way.
 
     Files are written to a temporary sibling directory that is renamed into place
     only when complete, so an interrupted run never leaves a plausible-looking
     partial dataset.  Raises ``ValueError`` for bad arguments (num_classes < 2,
-    images_per_class < 1, image_size < 16, seed < 0) and
+    images_per_class < 1, image_size < 16, seed < 0, an unknown layout) and
     ``FileExistsError`` if ``out_dir`` exists and is not empty.  Returns ``out_dir``.
     """
     if num_classes < 2:
@@ -178,6 +239,8 @@ def write_dataset(out_dir: str | Path, num_classes: int = 11, images_per_class: 
         raise ValueError(f"image_size must be at least 16 pixels, got {image_size}.")
     if seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed}.")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}.")
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FileExistsError(f"Refusing to overwrite existing non-empty path {out_dir}; delete it or choose another.")
@@ -190,14 +253,16 @@ def write_dataset(out_dir: str | Path, num_classes: int = 11, images_per_class: 
     try:
         with tqdm(total=num_classes * images_per_class, desc="Rendering synthetic faces",
                   unit="img", disable=None if progress else True) as bar:
-            digits = max(3, len(str(images_per_class - 1)))
+            # LFW numbers each person's photos from 0001; the ImageFolder layout from 000.
+            first, digits = (1, 4) if layout == "lfw" else (0, 3)
+            digits = max(digits, len(str(images_per_class - 1 + first)))
             for idx, identity in enumerate(make_identities(num_classes, seed)):
                 class_dir = tmp / identity.name
                 class_dir.mkdir()
                 for j in range(images_per_class):
                     rng = np.random.default_rng([seed, 1, idx, j])  # per-image stream: order-independent
                     img = render_face(identity, rng, image_size)
-                    img.save(class_dir / f"{identity.name}_{j:0{digits}d}.jpg", "JPEG", quality=90)
+                    img.save(class_dir / f"{identity.name}_{j + first:0{digits}d}.jpg", "JPEG", quality=90)
                     bar.update(1)
         if out_dir.exists():
             out_dir.rmdir()  # an empty directory is allowed and simply replaced
