@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -282,7 +283,9 @@ def main(argv=None) -> dict:
         per_class = math.ceil(args.images / args.classes)
         root = write_dataset(work / "faces", args.classes, per_class, args.source_size, seed=0, progress=False)
         peak_start = m.matmul_peak_flops(device, args.matmul_size)
-        report = {"machine": {"cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        # the date makes docs/performance/*.json a dated record (docs/hooks/performance.py)
+        report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "machine": {"cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                               "device": str(device), "torch": torch.__version__,
                               "torchvision": torchvision.__version__, "python": sys.version.split()[0],
                               "matmul_peak_flops_start": peak_start, "cpu": bench_e2e.cpu_capability()},
@@ -325,4 +328,9 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    if "--phases" in sys.argv[1:]:  # where a whole `facecls train` process's seconds go: scripts/bench_phases.py
+        import bench_phases
+
+        bench_phases.main([a for a in sys.argv[1:] if a != "--phases"])
+    else:
+        main()

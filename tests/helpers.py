@@ -85,3 +85,29 @@ def train_runs(base: Path, data_root: Path, names: list[str]) -> tuple[dict[str,
         output, _ = job.communicate(timeout=300)
         assert job.returncode == 0, f"training {name} failed:\n{output[-3000:]}"
     return {name: base / name / "checkpoints" / "best.pt" for name in names}, env
+
+
+def write_face_tree(root: Path, people: dict[str, int], size: int = 24, seed: int = 0) -> Path:
+    """An LFW-layout tree ``root/<name>/<name>_NNNN.png`` (numbered from 0001) of hand-made
+    images: each person one random picture of their own, repeated as every photo of theirs, so
+    two photos of one person embed identically and photos of different people do not."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name, count in people.items():
+        picture = Image.fromarray(rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8))
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for number in range(1, count + 1):
+            picture.save(root / name / f"{name}_{number:04d}.png")
+    return root
+
+
+def train_tiny_checkpoint(base: Path, data_root: Path, *overrides: str) -> Path:
+    """A one-epoch classifier trained in-process on ``data_root`` (TINY settings); its best.pt."""
+    from facecls.training.run import build_run
+
+    run_dir = base / "run"
+    run = build_run(compose_tiny_train(data_root, base / "cache", "trainer.max_epochs=1", *overrides), run_dir)
+    run.fit(run_dir)
+    return run_dir / "checkpoints" / "best.pt"

@@ -21,7 +21,7 @@ import facecls
 SRC = Path(facecls.__file__).resolve().parent  # src/facecls
 ENTRY_POINTS = ("facecls.commands", "facecls.cli", "facecls.__main__")
 # Everything that uses a trained model: it may not depend on how the model was trained.
-INFERENCE = ("facecls.inference", "facecls.inspect", "facecls.faces", "facecls.serve")
+INFERENCE = ("facecls.inference", "facecls.inspect", "facecls.faces", "facecls.serve", "facecls.export")
 # Inference commands: thin wrappers over INFERENCE, never over training/.
 INFERENCE_COMMANDS = tuple(f"facecls.commands.{name}" for name in (
     "eval", "predict", "rf", "visualize", "robustness", "verify", "enroll", "identify", "export", "serve"))

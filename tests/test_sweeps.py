@@ -83,9 +83,12 @@ def test_optuna_search_writes_best_parameters_and_every_trial(tiny_faces, tmp_pa
     # Widths and kernel size are pinned on the command line: Optuna searches the rest.
     run_cli("train", "-m", "hparams_search=convnet_optuna", "hydra.sweeper.n_trials=3", *data_args(tiny_faces),
             *FAST, "model.channels=[8,16]", "model.kernel_size=3", cwd=tmp_path, env=cache_env)
-    sweep = the_sweep_dir(tmp_path)
+    found = list((tmp_path / "outputs" / "optuna").glob("convnet_*"))  # the sweep dir is named after the study
+    assert len(found) == 1, found
+    sweep = found[0]
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert set(results["best_params"]) == {"optim.lr", "reg.weight_decay.value", "reg.dropout.p"}
+    # optuna_trial: each trial's number, handed to its job (pruning, run dir name)
+    assert set(results["best_params"]) == {"optim.lr", "reg.weight_decay.value", "reg.dropout.p", "optuna_trial"}
 
     trials = read_csv(sweep / "optuna_trials.csv")
     assert [t["state"] for t in trials] == ["COMPLETE"] * 3

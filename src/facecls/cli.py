@@ -12,6 +12,7 @@ import os
 import sys
 
 from facecls.config.compose import config_dir, register_resolvers
+from facecls.timing import CLOCK
 
 # command -> (module with a `main(cfg)` task function, primary config name)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -25,6 +26,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "summarize": ("facecls.commands.summarize", "summarize"),
     "report": ("facecls.commands.report", "report"),
     "models": ("facecls.commands.models", "models"),
+    "export": ("facecls.commands.export", "export"),
+    "serve": ("facecls.commands.serve", "serve"),
+    "verify": ("facecls.commands.verify", "verify"),
+    "enroll": ("facecls.commands.enroll", "enroll"),
+    "identify": ("facecls.commands.identify", "identify"),
+    "lr-find": ("facecls.commands.lr_find", "lr_find"),
+    "suspects": ("facecls.commands.suspects", "suspects"),
 }
 
 USAGE = """usage: facecls <command> [overrides] [hydra options]
@@ -39,7 +47,14 @@ commands:
   robustness  accuracy under data variations (blur, rotation, …): facecls robustness ckpt=PATH
   summarize   compare runs (a sweep): table + plots: facecls summarize outputs/multirun/<date>/<time>_<id>
   report      run every experiment of the course report, write report.md: facecls report out=DIR
+  export      a checkpoint as ONNX or TorchScript (parity-checked): facecls export ckpt=PATH format=onnx
+  serve       an HTTP API and a page for a model: facecls serve model=PATH (checkpoint, .onnx or TorchScript)
+  verify      face verification (LFW protocol): facecls verify ckpt=PATH pairs=auto|pairs.txt
+  enroll      a gallery of people (one folder each): facecls enroll ckpt=PATH gallery=DIR out=FILE
+  identify    who is in each photo, or unknown: facecls identify gallery=FILE input=FILE_OR_DIR far=1e-3
   models      torchvision backbones for model=feature_extractor|finetune; their nodes: facecls models name=resnet18
+  lr-find     the learning-rate range test, suggests optim.lr: facecls lr-find [train overrides]
+  suspects    likely mislabelled images from a k-fold sweep: facecls suspects outputs/multirun/<date>/<time>
 
 `facecls <command> --help` lists its config groups and options."""
 
@@ -56,8 +71,71 @@ def leading_args_as_list(args: list[str], key: str) -> list[str]:
     return [f"{key}=[{quoted}]", *args[count:]]
 
 
+def lock_run_dir(args: list[str]) -> None:
+    """Two `facecls train` into one named run dir (hydra.run.dir=…, resume=…) would both write
+    train.log and .hydra/: the run dir is claimed before Hydra writes anything in it. Default run
+    dirs carry a random id, a sweep's jobs their number; torchrun's other ranks share rank 0's."""
+    from facecls.config.overrides import run_dir_target
+    from facecls.errors import UserError, exit_with
+    from facecls.io import lock_dir
+
+    named = any(a.lstrip("+").startswith("hydra.run.dir=") for a in args)
+    if not named or "-m" in args or "--multirun" in args or os.environ.get("RANK", "0") != "0":
+        return
+    target = run_dir_target(args)
+    if "${" not in target:
+        try:
+            lock_dir(target, fix="choose another run dir (hydra.run.dir=…)")
+        except UserError as err:
+            exit_with(str(err))
+
+
 def main(argv: list[str] | None = None) -> None:
+    """The console script: every printed name survives (safe_text_streams) and a closed stdout
+    (`facecls … | head -1`) ends quietly instead of in a BrokenPipeError traceback. Without
+    ``argv`` (the console script, `python -m facecls`) the process ends with the command:
+    :func:`leave` then skips the interpreter's teardown of every module."""
+    if argv is None:
+        try:
+            _main(None)
+        except SystemExit as stop:
+            leave(stop.code)
+        leave(0)
+    _main(argv)
+
+
+def leave(code: int | str | None) -> None:
+    """End the process as ``SystemExit(code)`` would, without tearing down torch's and every other
+    module's objects one by one (≈1 s of CPU after every run): the atexit handlers still run
+    (trackers, logging, thread pools), the streams are flushed, then the process exits."""
+    import atexit
+
+    if isinstance(code, str):
+        sys.stderr.write(code + "\n")
+        code = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more to say
+            pass
+    os._exit(code or 0)
+
+
+def _main(argv: list[str] | None) -> None:
+    from facecls.errors import exit_closed_stdout, safe_text_streams
+
+    safe_text_streams()
+    try:
+        run_command(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        exit_closed_stdout()
+
+
+def run_command(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    CLOCK.lap("startup")  # the interpreter, facecls.cli and Hydra's compose API imported
     from facecls.config.task import failed_jobs
 
     failed_jobs.clear()  # main() may run several commands in one process (facecls report)
@@ -73,8 +151,15 @@ def main(argv: list[str] | None = None) -> None:
     if command in ("make-data", "visualize") and rest and "=" not in rest[0] and not rest[0].startswith("-"):
         rest[0] = f"kind={rest[0]}"  # `facecls make-data synthetic out=…`, `facecls visualize weights …`
 
+    if command in ("predict", "serve"):  # model=FILE names a file here, not the `model` config group
+        rest = [f"model_file={a[len('model='):]}" if a.startswith("model=") else a for a in rest]
+    if command == "suspects" and rest and "=" not in rest[0] and not rest[0].startswith("-"):
+        rest[0] = f"sweep={rest[0]}"  # `facecls suspects SWEEP_DIR`
     if command == "summarize":
         rest = leading_args_as_list(rest, "dirs")  # `facecls summarize A B` → dirs=['A','B']
+    from facecls.config.args import quote_plain_values
+
+    rest = quote_plain_values(rest)  # `data.root=/my photos/Zoë` (one argument) is one value
     if command == "train":
         from facecls.config.args import expand_resume_args
 
@@ -88,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     check_overrides(config_dir(), config_name, rest)
     if command == "train":
         check_output_dir(rest)
+        lock_run_dir(rest)
     register_resolvers()
 
     import hydra

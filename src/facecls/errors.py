@@ -6,6 +6,7 @@ imports (the Hydra task wrapper that turns these into exit codes is facecls.conf
 """
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -26,6 +27,26 @@ class RunStopped(UserError):
 
 def one_line(message: str) -> str:
     return " ".join(str(message).split())
+
+
+def safe_text_streams() -> None:
+    """stdout/stderr write a name of another encoding (kept by Python as surrogates) as \\udcxx
+    escapes: what facecls prints is always valid UTF-8 for the tools that read it."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
+def exit_closed_stdout() -> None:
+    """The reader of stdout went away (`facecls train --help | head -1`): end quietly, as Unix
+    tools do on SIGPIPE. stdout is pointed at /dev/null first, so the interpreter's last flush
+    does not print a second error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (captured in-process): nothing to flush
+        pass
+    raise SystemExit(141)  # 128 + SIGPIPE, what a shell reports for a tool a closed pipe stopped
 
 
 def exit_with(message: str, code: int = 2) -> None:

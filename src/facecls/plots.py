@@ -18,6 +18,10 @@ FONT_FALLBACK = ("DejaVu Sans", "Noto Sans", "Noto Sans CJK JP", "Noto Sans CJK 
                  "Noto Sans Arabic", "Noto Sans Devanagari", "Noto Sans Hebrew", "Noto Sans Thai")
 _installed = {font.name for font in font_manager.fontManager.ttflist}
 plt.rcParams["font.family"] = [f for f in FONT_FALLBACK if f in _installed] or plt.rcParams["font.family"]
+# Every label is literal text: a class folder named `$\foo$` would otherwise be parsed as
+# mathtext and fail the figure (after training, losing the run's results).
+plt.rcParams["text.parse_math"] = False
+plt.rcParams["text.usetex"] = False
 
 
 def display_name(name: str) -> str:

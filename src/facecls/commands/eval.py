@@ -29,10 +29,29 @@ def calibrate(scored: dict, data, num_classes: int) -> dict:
             "test_ece_after": after["ece"], "test_nll_before": scored["test"]["nll"], "test_nll_after": after["nll"]}
 
 
+def score_with_tta(run, settings, tta, plain: dict) -> dict:
+    """val and test scored again as the softmax averaged over the TTA views; eval.json's
+    ``tta`` block, with the accuracy gain over the plain score per split."""
+    from facecls.inference.scoring import metric_entries, score_split
+    from facecls.inference.tta import describe, with_tta
+
+    net = with_tta(run.model, tta)
+    block = {"views": describe(tta)}
+    for split in ("val", "test"):
+        result = score_split(net, run.data.split(split), run.prepare, settings, len(run.classes))
+        block.update({f"{split}_acc": result["acc"], f"{split}_loss": result["loss"],
+                      f"{split}_acc_gain": result["acc"] - plain[f"{split}_acc"], **metric_entries(result, split)})
+    log.info("TTA %s: val_acc %.4f (%+.4f) test_acc %.4f (%+.4f)", block["views"], block["val_acc"],
+             block["val_acc_gain"], block["test_acc"], block["test_acc_gain"])
+    return block
+
+
 @reports_user_errors
 def main(cfg: DictConfig) -> dict:
+    from facecls.inference.confusion import write_most_confused
     from facecls.inference.loading import load_run
     from facecls.inference.scoring import metric_entries, score_split, write_score_files
+    from facecls.inference.tta import tta_names
     from facecls.inspect.tensorboard import figures_to_tensorboard
     from facecls.io import atomic_write_json
 
@@ -52,6 +71,10 @@ def main(cfg: DictConfig) -> dict:
                 write_score_files(out, result, data.labels, run.classes, prefix="eval_", title="Test split ")
     if cfg.get("calibrate"):
         scores["calibration"] = calibrate(scored, run.data, len(run.classes))
+    if tta_names(cfg.eval.tta):
+        scores["tta"] = score_with_tta(run, settings, cfg.eval.tta, scores)
+    write_most_confused(out / "eval_most_confused.csv", run.data.split("test").labels,
+                        scored["test"]["predictions"], run.classes)
     path = atomic_write_json(out / "eval.json", scores)
     log.info("val_acc %.4f val_loss %.4f | test_acc %.4f test_loss %.4f macro-F1 %.4f ECE %.4f → %s",
              scores["val_acc"], scores["val_loss"], scores["test_acc"], scores["test_loss"],

@@ -1,4 +1,4 @@
-"""`facecls predict ckpt=PATH input=FILE_OR_DIR`: classify new images with a trained model —
+"""`facecls predict ckpt=PATH|model=FILE input=FILE_OR_DIR`: classify new images with a trained model —
 predictions.csv (top-k names and probabilities), skipped.csv, predict.json and a contact sheet."""
 from __future__ import annotations
 

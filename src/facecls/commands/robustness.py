@@ -14,7 +14,10 @@ log = logging.getLogger(__name__)
 
 @reports_user_errors
 def main(cfg: DictConfig) -> list[dict]:
+    import dataclasses
+
     from facecls.inference.loading import load_run
+    from facecls.inference.tta import describe, tta_names, with_tta
     from facecls.inspect.robustness import (
         check_splits,
         format_rows,
@@ -33,8 +36,11 @@ def main(cfg: DictConfig) -> list[dict]:
         raise UserError("no variation chosen — pick some, e.g. variation=[rotation,gaussian_blur].")
     variation_settings(variations)  # a broken variation fails here, before the data is loaded
     run = load_run(cfg.ckpt, cfg.trainer.device, cfg.data.root, cfg.paths.cache_dir)
+    if tta_names(cfg.eval.tta):  # every row (clean and changed) scored as the softmax averaged over the views
+        run = dataclasses.replace(run, model=with_tta(run.model, cfg.eval.tta))
+        log.info("test-time augmentation: %s", describe(cfg.eval.tta))
+    out = run.output_dir(cfg.out)  # checked before the work
     rows = robustness_rows(run, variations, splits, run.eval_settings(cfg.trainer.eval_batch_size), int(cfg.seed))
-    out = run.output_dir(cfg.out)
     table = atomic_write_text(out / "robustness.csv", rows_csv(rows))
     per_class = atomic_write_text(out / "robustness_per_class.csv", per_class_csv(rows))
     with figures_to_tensorboard(run, out, "robustness"):  # a run with <run>/tb gets the figure too

@@ -10,11 +10,57 @@ write no run dir (worker_rank_args).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 
 from facecls.errors import exit_with
+
+# `key=value` with a plain key (`+key`, `++key`, `~key` included); the value as typed.
+_OVERRIDE = re.compile(r"^(?P<key>[+~]{0,2}[\w./@-]+)=(?P<value>.*)$", re.DOTALL)
+
+
+def hydra_quote(text: str) -> str:
+    """``text`` as a quoted Hydra value, whatever it holds (spaces, non-ASCII, quotes): inside
+    quotes Hydra unescapes only backslashes that precede a quote, and the quote itself."""
+    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", text)
+    escaped = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped)
+    return f"'{escaped}'"
+
+
+def _parses(token: str) -> bool:
+    try:
+        OverridesParser.create().parse_override(token)
+        return True
+    except HydraException:  # OverrideParseException, or the lexer's own
+        return False
+
+
+def quote_plain_values(args: list[str]) -> list[str]:
+    """A path the shell passed as one argument (``data.root=/my photos/Zoë``) is quoted for
+    Hydra, whose unquoted values allow no spaces and no non-ASCII letters. Only values that
+    do not parse as they are and hold no Hydra syntax (quotes, brackets, commas, ``${``) are
+    touched: a list, a sweep or a quoted value is the user's own and stays as typed."""
+    out = []
+    for arg in args:
+        match = _OVERRIDE.match(arg) if not arg.startswith("-") else None
+        value = match["value"] if match else ""
+        if match and value and not re.search(r"['\"\[\]{}(),]|\$\{", value) and not _parses(arg):
+            arg = f"{match['key']}={hydra_quote(value)}"
+        out.append(arg)
+    return out
+
+
+def unquote(value: str) -> str:
+    """A value as Hydra reads it (``'my runs/run 1'`` → ``my runs/run 1``); as typed if it does not parse."""
+    try:
+        parsed = OverridesParser.create().parse_override(f"v={value}").value()
+    except HydraException:  # OverrideParseException, or the lexer's own
+        return value
+    return parsed if isinstance(parsed, str) else value
 
 
 def _value(args: list[str], key: str) -> str | None:
@@ -64,6 +110,7 @@ def expand_resume_args(args: list[str]) -> list[str]:
             print(f"facecls: no unfinished run with these overrides under {output_dir}/; starting a new run.")
             return others
     else:
+        value = unquote(value)
         path = Path(value).expanduser()
         run_dir = path if path.is_dir() else path.parent.parent if path.parent.name == "checkpoints" else path.parent
         if not (run_dir / ".hydra" / "overrides.yaml").is_file():
@@ -71,7 +118,9 @@ def expand_resume_args(args: list[str]) -> list[str]:
                       "or resume=<run dir>/checkpoints/last.pt.")
     run_dir = run_dir.resolve()
     print(f"facecls: resuming {run_dir}")
-    return _saved_overrides(run_dir) + others + [f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
+    # quoted: a run dir with spaces or non-ASCII letters must come back to Hydra as one value
+    where = hydra_quote(str(run_dir))
+    return _saved_overrides(run_dir) + others + [f"resume={where}", f"hydra.run.dir={where}"]
 
 
 def worker_rank_args(args: list[str]) -> list[str]:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from facecls.errors import UserError
 
 SPLITS = ("train", "val", "test")
-MONITORS = ("val_acc", "val_loss")  # what early stopping and the choice of best.pt may follow
+# what early stopping and the choice of best.pt may follow; val_verif_acc: open-set runs (margin loss or
+# data.split.by=identity), the k-fold verification accuracy of pairs drawn from the val people
+MONITORS = ("val_acc", "val_loss", "val_verif_acc")
+SPLIT_BY = ("image", "identity")  # data.split.by: images of one person may share splits, or whole people do not
 
 
 def check_dropout(p: float, key: str = "reg.dropout.p") -> float:

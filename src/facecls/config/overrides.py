@@ -3,13 +3,14 @@ clear line that lists the allowed values (Hydra's own message spans a screen).""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import OverrideParseException
-from omegaconf import DictConfig, OmegaConf
+from hydra.errors import HydraException
 
+from facecls.config.args import unquote
+from facecls.config.compose import config_keys
 from facecls.errors import exit_with
 
 # Groups whose empty choice is spelled `null` (`experiment=null`).
@@ -38,9 +39,10 @@ def check_overrides(conf_dir: str, config_name: str, args: list[str]) -> None:
     tokens = [a for a in args if "=" in a and not a.startswith("-")]
     try:
         overrides = OverridesParser.create().parse_overrides(tokens)
-    except OverrideParseException as err:
-        exit_with(f"cannot parse the override: {err.message.splitlines()[0]} "
-                  "— write key=value, lists as key=[a,b], sweeps (with -m) as key=a,b.")
+    except HydraException as err:  # OverrideParseException, or the lexer's own on a character it does not know
+        exit_with(f"cannot parse the override: {str(err).splitlines()[0]} "
+                  "— write key=value, lists as key=[a,b], sweeps (with -m) as key=a,b; quote a value with spaces, "
+                  "non-ASCII letters or special characters for Hydra: \"key='my photos/Zoë'\".")
     check_group_choices(conf_dir, overrides)
     check_keys(conf_dir, config_name, overrides)
 
@@ -84,36 +86,52 @@ def check_keys(conf_dir: str, config_name: str, overrides: list) -> None:
 
     groups = [_first(o) for o in overrides if "." not in o.key_or_group
               and (Path(conf_dir) / o.key_or_group).is_dir() and _plain(o)]
-    try:
-        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-            cfg = compose(config_name, overrides=groups)
-    except Exception:  # let Hydra report whatever stops composition, as it would anyway
+    tree = config_keys(conf_dir, config_name, groups)  # kept on disk while conf/ is unchanged
+    if tree is None:  # let Hydra report whatever stops composition, as it would anyway
         return
 
     for override in dotted:
         key = override.key_or_group
         parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(cfg, parent, default=None, throw_on_missing=False)
-        if not isinstance(node, DictConfig) or leaf in node.keys():
+        node = tree
+        for part in parent.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf in node:
             continue  # the key exists (possibly still ???), or it indexes into a list
-        known = ", ".join(map(str, node.keys()))
+        known = ", ".join(map(str, node))
         exit_with(f"unknown key '{key}' — '{parent}' has: {known} (to add a new key write +{key}=…).")
 
 
-def check_output_dir(args: list[str]) -> None:
-    """Exit with one line if the run dir cannot be created (Hydra would print a traceback)."""
+def run_dir_target(args: list[str]) -> str:
+    """Where `facecls train ARGS` will write, as Hydra decides it — not by argument order: the
+    run dir (``hydra.sweep.dir`` with -m) when given, else ``paths.output_dir``, else outputs/.
+    Of one key given twice the last wins, as in Hydra."""
 
-    values = [a.split("=", 1)[1] for a in args
-              if a.startswith(("hydra.run.dir=", "hydra.sweep.dir=", "paths.output_dir="))]
-    target = values[-1] if values else "outputs"
+    def last(key: str) -> str | None:
+        found = [a.split("=", 1)[1] for a in args if a.lstrip("+").startswith(f"{key}=")]
+        return unquote(found[-1]) if found else None
+
+    multirun = "-m" in args or "--multirun" in args
+    return last("hydra.sweep.dir" if multirun else "hydra.run.dir") or last("paths.output_dir") or "outputs"
+
+
+def check_output_dir(args: list[str]) -> None:
+    """Exit with one line if the run dir cannot be created or written (Hydra would print a
+    traceback, or training would fail at its first file). Creates nothing."""
+    target = run_dir_target(args)
     if "${" in target:
         return  # an interpolation: only Hydra knows where it points
     folder = Path(target).expanduser().absolute()
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
-        exit_with(f"cannot create the run dir '{target}': '{folder}' is a file — set "
-                  "paths.output_dir to a folder.")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        exit_with(f"cannot create the run dir '{target}': '{folder}' is not writable — set "
-                  "paths.output_dir to a folder you can write to.")
+        exit_with(f"cannot create the run dir '{target}': '{folder}' is a file — set paths.output_dir (or "
+                  "hydra.run.dir) to a folder.")
+    try:  # a real write: os.access says yes to root on a read-only disk's folders
+        fd, probe = tempfile.mkstemp(prefix=".facecls-write-check.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        exit_with(f"cannot create the run dir '{target}': '{folder}' is not writable "
+                  f"({(err.strerror or str(err)).lower()}) — set paths.output_dir (or hydra.run.dir) to a folder "
+                  "you can write to.")

@@ -12,7 +12,7 @@ from hydra.types import RunMode
 from omegaconf.errors import MissingMandatoryValue
 
 from facecls.config.instantiate import unwrap_instantiation
-from facecls.errors import RunStopped, UserError, exit_with, one_line
+from facecls.errors import RunStopped, UserError, exit_closed_stdout, exit_with, one_line
 
 log = logging.getLogger(__name__)
 
@@ -94,5 +94,7 @@ def reports_user_errors(task: Callable[..., Any] | None = None, *, failure_value
             exit_with(str(err), code=err.exit_code)
         except KeyboardInterrupt:
             exit_with("interrupted by the user (Ctrl-C).", code=130)
+        except BrokenPipeError:  # stdout closed by its reader: Hydra would print it as a traceback
+            exit_closed_stdout()
 
     return wrapper

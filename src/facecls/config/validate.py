@@ -22,8 +22,31 @@ def _number(cfg: DictConfig, key: str):
     return value
 
 
+FACE_MODES = ("none", "detect")
+
+
+def normalize_faces(cfg: DictConfig) -> None:
+    """``data.faces=detect`` (the short form users type) means ``data.faces.mode=detect`` with the
+    other face settings at their defaults; any other non-mapping value is one line."""
+    value = OmegaConf.select(cfg, "data.faces", default=None)
+    if value is None or isinstance(value, DictConfig):
+        return
+    mode = {True: "detect", False: "none"}.get(value, value) if isinstance(value, bool) else value
+    if mode not in FACE_MODES:
+        raise UserError(f"data.faces={value!r} is not a face setting — use data.faces=detect (or none), or set its "
+                        "keys: data.faces.mode=detect data.faces.margin=0.25.")
+    cfg.data.faces = {"mode": mode}
+
+
 def validate_train_config(cfg: DictConfig) -> None:
     t = cfg.trainer
+    normalize_faces(cfg)
+    seed = cfg.get("seed")
+    _require(isinstance(seed, int) and not isinstance(seed, bool),
+             f"seed={seed!r} is not a whole number — give one, e.g. seed=0.")
+    threads = t.get("num_threads")
+    _require(threads is None or (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1),
+             f"trainer.num_threads={threads!r} is invalid — use a whole number >= 1 (or null: torch's default).")
     split = cfg.data.get("split")
     if split is not None:  # before any image is read: a typo should fail in a second
         check_ratios(*(_number(cfg, f"data.split.{k}") for k in SPLITS))

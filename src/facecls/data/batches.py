@@ -14,7 +14,6 @@ from typing import Iterator
 
 import torch
 from hydra.utils import instantiate
-from torchvision.transforms import v2
 
 from facecls.data.augment import BATCHED_VERSIONS, BatchTransform, Compose
 from facecls.data.preprocess import Preprocess
@@ -165,6 +164,8 @@ def build_transform(transforms_cfg, explain: bool = True):
         log.info(f"Augmentation runs one image at a time: {names} cannot run batched (roughly 1 ms more per image "
                  "on a CPU: +2 s per epoch of 2,000 images, several times that on busy cores)"
                  + (f"; batched versions: {batched}." if batched else "."))
+    from torchvision.transforms import v2  # deferred: `import torchvision` loads its whole model zoo
+
     return v2.Compose([_OneImage(t) if isinstance(t, BatchTransform) else t for t in transforms])
 
 

@@ -12,11 +12,11 @@ from facecls.config.checks import SPLITS
 from facecls.config.instantiate import instantiate
 from facecls.data import leakage
 from facecls.data.decode import decode_images
-from facecls.data.faces import FaceCrop
+from facecls.data.faces import FaceCrop, nothing_kept
 from facecls.data.mapped import budget_bytes
 from facecls.data.preprocess import Preprocess
 from facecls.data.sources import ImageList
-from facecls.data.split import assign_folds, assign_splits
+from facecls.data.split import assign_folds, assign_identity_splits, assign_splits, check_split_by
 from facecls.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -72,10 +72,18 @@ def build_data(data_cfg: DictConfig, prep: Preprocess, cache_dir: str | Path | N
     if images.fixed_splits is not None:
         splits = images.fixed_splits
         log.info("Using the train/val/test folders under %s", images.root)
+    elif check_split_by((data_cfg.split or {}).get("by", "image")) == "identity":
+        s = data_cfg.split
+        splits = assign_identity_splits(images.files, images.labels, images.classes, s.train, s.val, s.test,
+                                        seed=s.seed)
     else:
         s = data_cfg.split
         splits = assign_splits(images.files, s.train, s.val, s.test, seed=s.seed)
     s = data_cfg.get("split") or {}
+    by_identity = s.get("by", "image") == "identity"
+    if by_identity and s.get("folds") is not None:
+        raise UserError("data.split.folds (k-fold) moves images, not people — it does not combine with "
+                        "data.split.by=identity yet; set data.split.folds=null.")
     if s.get("folds") is not None:  # k-fold: fold `fold` of the non-test images is the val split
         splits = assign_folds(images.files, splits, s.folds, s.get("fold", 0), seed=s.get("seed", 0))
     use_cache = cache_dir is not None and data_cfg.get("cache", True)
@@ -83,7 +91,7 @@ def build_data(data_cfg: DictConfig, prep: Preprocess, cache_dir: str | Path | N
     # one block of rows, so its tensor is a view of the decoded pixels, not a second copy.
     order = sorted(range(len(images.files)),
                    key=lambda i: SPLITS.index(splits[i]) if splits[i] in SPLITS else len(SPLITS))
-    faces = FaceCrop(**data_cfg.get("faces", {}))
+    faces = FaceCrop.from_config(data_cfg.get("faces"))
     pixels, keep, skipped = decode_images(images.root, [images.files[i] for i in order], prep,
                                           Path(cache_dir) if use_cache else None, progress,
                                           max_bytes=budget_bytes(data_cfg.get("cache_max_gb", "auto")), faces=faces)
@@ -93,10 +101,12 @@ def build_data(data_cfg: DictConfig, prep: Preprocess, cache_dir: str | Path | N
         log.warning("Skipped %d unreadable file(s): %s%s", len(skipped), shown, more)
     kept = [i for i, k in zip(order, keep.tolist()) if k]  # file indices, in pixel-row order
     if not kept:
-        raise UserError(f"no readable images under '{images.root}' — put JPEG/PNG files in "
-                        "one folder per class (all files failed to decode).")
-    labels = torch.tensor([images.labels[i] for i in kept], dtype=torch.int64)
+        raise UserError(nothing_kept(images.root, skipped, faces))
     kept_splits = [splits[i] for i in kept]
+    classes, relabel = images.classes, list(range(len(images.classes)))
+    if by_identity:  # the training classes are the train people; val/test people are numbered after them
+        classes, relabel = identity_classes(images.classes, [images.labels[i] for i in kept], kept_splits)
+    labels = torch.tensor([relabel[images.labels[i]] for i in kept], dtype=torch.int64)
     kept_files = [images.files[i] for i in kept]
     hashes = leakage.pixel_hashes(pixels)
     duplicates = leakage.cross_split_duplicates(hashes, kept_splits, kept_files)
@@ -109,7 +119,7 @@ def build_data(data_cfg: DictConfig, prep: Preprocess, cache_dir: str | Path | N
     leakage.report(near, len(near_dropped), what="near-duplicate image(s) (resized, recompressed or cropped copies)")
     dropped |= near_dropped
     kept_splits = [("dropped" if j in dropped else s) for j, s in enumerate(kept_splits)]
-    _warn_small_classes(images.classes, labels)
+    _warn_small_classes(images.classes, torch.tensor([images.labels[i] for i in kept], dtype=torch.int64))
     parts = {}
     for name in SPLITS:
         rows = [j for j, s in enumerate(kept_splits) if s == name]
@@ -122,14 +132,29 @@ def build_data(data_cfg: DictConfig, prep: Preprocess, cache_dir: str | Path | N
         else:  # data.drop_duplicates took rows out of this split
             inputs = pixels[index]
         parts[name] = Split(inputs, labels[index], [kept_files[j] for j in rows])
-    missing = [c for i, c in enumerate(images.classes) if not (parts["train"].labels == i).any()]
+    missing = [c for i, c in enumerate(classes) if not (parts["train"].labels == i).any()]
     if missing:
         log.warning("Class(es) with no training image: %s — add images to them.", ", ".join(missing))
     log.info("Data: %d classes, %d train / %d val / %d test images at %d×%d from %s",
-             len(images.classes), len(parts["train"]), len(parts["val"]), len(parts["test"]),
+             len(classes), len(parts["train"]), len(parts["val"]), len(parts["test"]),
              prep.size, prep.size, images.root)
-    return DataBundle(**parts, classes=images.classes, root=images.root, preprocess=prep,
+    if by_identity:
+        log.info("Split by identity: %d people train, %d val, %d test (no person in two splits).",
+                 len(classes), *(len(set(parts[n].labels.tolist())) for n in ("val", "test")))
+    return DataBundle(**parts, classes=classes, root=images.root, preprocess=prep,
                       skipped=skipped, duplicates=duplicates, near_duplicates=near)
+
+
+def identity_classes(names: list[str], labels: list[int], splits: list[str]) -> tuple[list[str], list[int]]:
+    """``data.split.by=identity``: the training classes (the people with train images, in name order)
+    and each original label's new number — train people 0…n−1, the other people after them, so
+    val/test labels still tell people apart (for verification pairs) but are no training class."""
+    in_train = sorted({label for label, s in zip(labels, splits) if s == "train"})
+    others = sorted(set(labels) - set(in_train))
+    relabel = list(range(len(names)))
+    for new, old in enumerate(in_train + others):
+        relabel[old] = new
+    return [names[i] for i in in_train], relabel
 
 
 def _warn_small_classes(classes: list[str], labels: torch.Tensor) -> None:

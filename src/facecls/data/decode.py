@@ -6,11 +6,13 @@ interpolation), so an edited or added image invalidates it automatically.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,8 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
 from facecls.data import mapped
@@ -58,6 +58,34 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+# Above this many pixels an image is decoded alone (its full pixels stay in memory until reduced).
+BIG_PIXELS = 40_000_000
+_ONE_BIG_AT_A_TIME = threading.Lock()
+# EXIF orientation → the transpose that makes the pixels upright (what ImageOps.exif_transpose does)
+UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
+
+
+def upright_reduced(image: Image.Image, target: int) -> Image.Image:
+    """8-bit RGB, upright (cameras often store the pixels sideways with an orientation tag: a
+    sideways face is never trained on), and — for an image more than 4× the ``target`` side —
+    first shrunk by an integer factor (``Image.reduce``, a box filter), so the copies that the
+    rotation and the mode conversion make are small: a 20000² PNG costs its decoded pixels
+    once, not five times. The final resize still starts from at least 2× the target."""
+    factor = min(image.size) // (2 * target)
+    if factor < 2:
+        return to_rgb(ImageOps.exif_transpose(image))
+    orientation = image.getexif().get(0x0112)  # read before reduce: the reduced image has no EXIF
+    try:
+        small = image.reduce(factor)
+    except ValueError:  # a mode reduce does not take (palette, 16-bit, 1-bit): convert first
+        small = to_rgb(image).reduce(factor)
+    if orientation in UPRIGHT:
+        small = small.transpose(UPRIGHT[orientation])
+    return to_rgb(small)
+
+
 def open_upright(path: str | os.PathLike) -> Image.Image:
     """The whole image, upright (EXIF orientation applied), 8-bit RGB, first frame."""
     with warnings.catch_warnings():
@@ -84,13 +112,16 @@ def load_image(path: str | os.PathLike, prep: Preprocess, notes: set | None = No
             if detector is not None:  # the face is a part of the photo: keep enough pixels to find and crop it
                 target = max(target, SEARCH_SIZE)
             image.draft("RGB", (target, target))  # JPEG: decode big photos at reduced scale
-            # Cameras often store the pixels sideways with an orientation tag: apply it, so a
-            # sideways face is never trained on.
-            image = to_rgb(ImageOps.exif_transpose(image))
+            # a huge PNG/TIFF is held whole until reduced: one at a time, so threads do not multiply it
+            big = image.width * image.height > BIG_PIXELS
+            with _ONE_BIG_AT_A_TIME if big else contextlib.nullcontext():
+                image = upright_reduced(image, target)
     if detector is not None:
         image, box = detector(image)
         if boxes is not None:
             boxes[str(path)] = box
+    from torchvision.transforms.v2 import functional as TF  # deferred: see resize_image
+
     return TF.pil_to_tensor(resize_image(image, prep))
 
 
@@ -98,6 +129,10 @@ def resize_image(image: Image.Image, prep: Preprocess) -> Image.Image:
     """``image`` resized (and centre-cropped) as ``prep`` says, with its interpolation. PIL's
     filters antialias when they shrink, as torchvision's ImageClassification (antialias=True)
     does: its tensor resize matches PIL's to within 1 grey level."""
+    # deferred: `import torchvision` loads its whole model zoo, and a warm cache decodes nothing
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
     mode = InterpolationMode(prep.interpolation)
     if prep.resize is None:
         return TF.resize(image, [prep.size, prep.size], interpolation=mode, antialias=True)

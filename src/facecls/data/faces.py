@@ -11,7 +11,10 @@ key includes these settings), so a second run does not detect again.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -32,6 +35,22 @@ class NoFaceFound(Exception):
     """The image holds no face the detector finds (the file is skipped with this reason)."""
 
 
+NO_FACE = "no face found"  # in the reason of a file skipped for it
+
+
+def nothing_kept(root: Path, skipped: dict[str, str], faces: FaceCrop) -> str:
+    """Why no image of ``root`` was kept, in one line: no faces found (and in how many images)
+    is not the same mistake as files that do not decode."""
+    no_face = sum(NO_FACE in str(why) for why in skipped.values())
+    if faces.active and no_face:
+        broken = f", {len(skipped) - no_face} more unreadable" if len(skipped) > no_face else ""
+        return (f"no faces found in any of the {no_face} image(s) tried under '{root}' (data.faces.mode=detect"
+                f"{broken}) — use photos with visible faces, keep such images whole with data.faces.on_miss=keep, "
+                "or turn detection off with data.faces.mode=none.")
+    return (f"no readable images under '{root}' ({len(skipped)} file(s) failed to decode) — put JPEG/PNG files in "
+            "one folder per class.")
+
+
 @dataclass(frozen=True)
 class FaceCrop:
     """``data.faces``: mode none|detect, margin (fraction of the face box per side), on_miss skip|keep."""
@@ -48,6 +67,19 @@ class FaceCrop:
             raise UserError(f"data.faces.on_miss={self.on_miss} — use skip or keep.")
         if isinstance(self.margin, bool) or not 0 <= float(self.margin) <= 2:
             raise UserError(f"data.faces.margin={self.margin} is out of range — use 0 … 2 (e.g. 0.25).")
+
+    @classmethod
+    def from_config(cls, value: Any) -> FaceCrop:
+        """``data.faces`` as configs hold it: a mapping of the fields, or the short form
+        ``data.faces=detect`` / ``none`` (None: no detection). Anything else is one line."""
+        if value is None:
+            return cls()
+        if isinstance(value, str):
+            return cls(mode=value)
+        if isinstance(value, Mapping):
+            return cls(**value)
+        raise UserError(f"data.faces={value!r} is not a face setting — use data.faces=detect (or none), or set "
+                        "its keys: data.faces.mode=detect data.faces.margin=0.25.")
 
     @property
     def active(self) -> bool:
@@ -120,6 +152,6 @@ class Detector:
         box = self.crop_box(image)
         if box is None:
             if self.settings.on_miss == "skip":
-                raise NoFaceFound("no face found (data.faces.on_miss=keep keeps such images whole)")
+                raise NoFaceFound(f"{NO_FACE} (data.faces.on_miss=keep keeps such images whole)")
             return image, None
         return image.crop(box), box

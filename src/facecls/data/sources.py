@@ -38,18 +38,41 @@ def _visible(name: str) -> bool:
     return not name.startswith(".") and name.lower() not in SYSTEM_FILES
 
 
-def _files_under(folder: Path) -> list[Path]:
+def _inside(path: Path, root: Path) -> bool:
+    """A symlinked file is read only when it leads to a file inside the data root: a link to
+    elsewhere would train on images the root does not hold (and leak them across splits)."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a broken link or a loop
+        return False
+
+
+def _files_under(folder: Path, root: Path, ignored: list[str]) -> list[Path]:
     """Every visible regular file below ``folder``, sorted. Symlinked folders are not
-    followed, so a symlink loop cannot hang the scan."""
+    followed (a symlink loop cannot hang the scan, a link to ``..`` cannot pull in the parent);
+    symlinked files only when they stay inside ``root``. What is left out goes to ``ignored``."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if _visible(d))
-        found += [Path(dirpath) / f for f in sorted(filenames) if _visible(f)]
+        here = Path(dirpath)
+        ignored += [(here / d).relative_to(root).as_posix() for d in dirnames if (here / d).is_symlink()]
+        dirnames[:] = sorted(d for d in dirnames if _visible(d) and not (here / d).is_symlink())
+        for name in sorted(filenames):
+            path = here / name
+            if not _visible(name):
+                continue
+            if path.is_symlink() and not _inside(path, root):
+                ignored.append(path.relative_to(root).as_posix())
+                continue
+            found.append(path)
     return found
 
 
-def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and _visible(p.name))
+def _class_dirs(folder: Path, root: Path | None = None, ignored: list[str] | None = None) -> list[Path]:
+    """The visible sub-folders of ``folder``; a symlinked one is ignored (listed in ``ignored``)."""
+    dirs = sorted(p for p in folder.iterdir() if p.is_dir() and _visible(p.name))
+    if ignored is not None:
+        ignored += [p.relative_to(root).as_posix() for p in dirs if p.is_symlink()]
+    return [p for p in dirs if not p.is_symlink()]
 
 
 def image_folder(root: str | os.PathLike) -> ImageList:
@@ -61,6 +84,7 @@ def image_folder(root: str | os.PathLike) -> ImageList:
     if not root.is_dir():
         raise UserError(f"data root '{root}' is a file, not a folder — set data.root to a "
                         f"folder ({LAYOUT_HINT}).")
+    ignored: list[str] = []
     try:
         top = _class_dirs(root)
     except PermissionError:
@@ -70,7 +94,7 @@ def image_folder(root: str | os.PathLike) -> ImageList:
     presplit = {"train", "val"} <= names and names <= set(SPLITS)
     parts = [(s, root / s) for s in SPLITS if s in names] if presplit else [(None, root)]
 
-    classes = sorted({c.name for _, part in parts for c in _class_dirs(part)})
+    classes = sorted({c.name for _, part in parts for c in _class_dirs(part, root, ignored)})
     if not classes:
         raise UserError(f"data root '{root}' has no class folders — {LAYOUT_HINT}.")
     if len(classes) < 2:
@@ -80,7 +104,7 @@ def image_folder(root: str | os.PathLike) -> ImageList:
     files, labels, splits = [], [], []
     for split, part in parts:
         for class_dir in _class_dirs(part):
-            for path in _files_under(class_dir):
+            for path in _files_under(class_dir, root, ignored):
                 files.append(path.relative_to(root).as_posix())
                 labels.append(index[class_dir.name])
                 splits.append(split)
@@ -89,8 +113,12 @@ def image_folder(root: str | os.PathLike) -> ImageList:
     if empty:
         raise UserError(f"class folder(s) with no files under '{root}': {', '.join(empty)} — "
                         "add images or remove the folder(s).")
+    if ignored:
+        log.warning("Ignored %d symlink(s) under %s (symlinked folders, and files that lead outside the data root, "
+                    "are not read): %s%s", len(ignored), root, ", ".join(ignored[:10]),
+                    f" and {len(ignored) - 10} more" if len(ignored) > 10 else "")
     return ImageList(root=root, classes=classes, files=files, labels=labels,
-                     fixed_splits=splits if presplit else None)
+                     fixed_splits=splits if presplit else None, ignored=ignored)
 
 
 def synthetic_faces(root: str | os.PathLike, num_classes: int = 11, images_per_class: int = 80,

@@ -8,12 +8,16 @@ K-fold cross-validation (``data.split.folds=K``, ``data.split.fold=i``) keeps th
 as it is and hands every other image one of K folds by a second, independent hash of its
 path: fold i is the validation split, the rest train. The K validation sets are disjoint and
 cover every non-test image once.
+
+``data.split.by=identity`` (open-set face recognition) draws once per class instead, by a hash of
+the class name: whole people go to train, val or test, so val and test hold people the model
+never trained on; adding people never moves existing ones either.
 """
 from __future__ import annotations
 
 import hashlib
 
-from facecls.config.checks import check_ratios
+from facecls.config.checks import SPLIT_BY, check_ratios
 from facecls.errors import UserError
 
 
@@ -33,6 +37,26 @@ def assign_splits(files: list[str], train: float, val: float, test: float, seed:
         u = hash_fraction(f, seed)
         out.append("train" if u < train else "val" if u < train + val else "test")
     return out
+
+
+def check_split_by(by) -> str:
+    """``data.split.by``: image (default) or identity; a one-line error otherwise."""
+    if by not in SPLIT_BY:
+        raise UserError(f"data.split.by={by} — use {' or '.join(SPLIT_BY)}.")
+    return str(by)
+
+
+def assign_identity_splits(files: list[str], labels: list[int], classes: list[str], train: float, val: float,
+                           test: float, seed: int) -> list[str]:
+    """'train', 'val' or 'test' for each file, one draw per person: every image of a class
+    goes where a stable hash of the class *name* sends it, so no person is in two splits and
+    adding people (or images) never moves anyone already there."""
+    check_ratios(train, val, test)
+    where = []
+    for name in classes:
+        u = hash_fraction(f"identity\0{name}", seed)
+        where.append("train" if u < train else "val" if u < train + val else "test")
+    return [where[label] for label in labels]
 
 
 def check_folds(folds, fold) -> tuple[int, int] | None:

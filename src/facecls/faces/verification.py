@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from facecls.errors import UserError
+from facecls.inference.model_info import far_key
 
 DEFAULT_FARS: tuple[float, ...] = (1e-1, 1e-2, 1e-3)
 STD_KIND = "sample standard deviation over folds (ddof=1, LFW's sigma); stderr = std / sqrt(k)"
@@ -158,11 +159,6 @@ def eer(scores: Any, same: Any) -> float:
         return float(curve.far[i])
     t = gap[i - 1] / (gap[i - 1] - gap[i])
     return float(curve.far[i - 1] + t * (curve.far[i] - curve.far[i - 1]))
-
-
-def far_key(far: float) -> str:
-    """The JSON key of a FAR: ``1e-01``, ``1e-03``."""
-    return f"{far:.0e}"
 
 
 def pairs_needed(far: float) -> int:

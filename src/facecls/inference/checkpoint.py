@@ -40,6 +40,8 @@ class Checkpoint:
     stop_reason: str | None = None
     rng: dict | None = None
     ema: dict | None = None      # last.pt with trainer.ema: the weight average's own state
+    loss_head: dict | None = None  # a model with model.embedding_dim: its loss head (margin centres or linear
+    #                                layer), needed to resume; not part of the model verify/enroll/export use
 
     @property
     def resumable(self) -> bool:

@@ -16,6 +16,7 @@ from facecls.errors import UserError
 from facecls.inference.checkpoint import Checkpoint, load_checkpoint
 from facecls.inference.device import amp_flag, select_device
 from facecls.inference.evaluate import EvalSettings
+from facecls.io import check_writable_dir
 from facecls.models import build_model
 from facecls.models.base import restore_model
 from facecls.models.pretrained import skip_pretrained
@@ -44,8 +45,10 @@ class LoadedRun:
                             amp=amp_flag(trained.get("amp", False), self.device), progress=False)
 
     def output_dir(self, out: str | None) -> Path:
-        """Where a command writes its files: ``out=DIR`` when given, else the run dir."""
-        return Path(out).expanduser() if out else self.run_dir
+        """Where a command writes its files: ``out=DIR`` when given, else the run dir — checked
+        (a folder, writable, 1 MB free) before the command scores anything."""
+        return check_writable_dir(Path(out).expanduser() if out else self.run_dir, need_bytes=2**20,
+                                  what="results", fix="pass out=DIR on a writable disk")
 
 
 def run_dir_of(ckpt_path: Path) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from facecls.inference.evaluate import EvalSettings, evaluate
@@ -42,26 +43,35 @@ def reliability_csv(bins: Calibration) -> str:
     return csv_text(RELIABILITY_COLUMNS, rows)
 
 
-def plot_reliability(bins: Calibration, path: Path, title: str) -> Path:
-    """Accuracy per confidence bin against the diagonal of perfect calibration, with each
-    bin's image count written on its bar (an almost empty bin says little)."""
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+def draw_reliability(ax, bins: Calibration) -> None:
+    """The standard reliability diagram (Guo et al., 2017): for each confidence bin a bar of its
+    accuracy and, hatched red, the gap from that accuracy to the bin's mean confidence — above
+    the bar when the model is over-confident, inside it when under-confident; the diagonal is
+    perfect calibration. Each bin's image count is written on it (an almost empty bin says little)."""
     lows, width = bins.edges[:-1].numpy(), 1.0 / len(bins.counts)
     filled = bins.counts > 0
-    ax.bar(lows[filled.numpy()], bins.accuracy[filled].numpy(), width=width, align="edge", color="tab:blue",
-           alpha=0.75, edgecolor="black", linewidth=0.5, label="accuracy in bin")
+    low, acc = lows[filled.numpy()], bins.accuracy[filled].numpy()
+    conf = bins.confidence[filled].numpy()
+    ax.bar(low, acc, width=width, align="edge", color="tab:blue", alpha=0.75, edgecolor="black", linewidth=0.5,
+           label="accuracy in bin")
+    ax.bar(low, abs(conf - acc), bottom=np.minimum(conf, acc), width=width, align="edge", color="tab:red",
+           alpha=0.3, edgecolor="tab:red", hatch="//", linewidth=0.5, label="gap to the bin's mean confidence")
     ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
-    ax.scatter(bins.confidence[filled].numpy(), bins.accuracy[filled].numpy(), s=12, color="tab:red", zorder=3,
-               label="mean confidence in bin")
-    for low, acc, count in zip(lows[filled.numpy()], bins.accuracy[filled].tolist(), bins.counts[filled].tolist()):
-        ax.text(low + width / 2, min(acc + 0.02, 0.97), str(count), ha="center", fontsize=6)
+    for x, top, count in zip(low, np.maximum(conf, acc).tolist(), bins.counts[filled].tolist()):
+        ax.text(x + width / 2, min(top + 0.02, 0.97), str(count), ha="center", fontsize=6)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence (top-1 probability)")
     ax.set_ylabel("accuracy")
-    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(alpha=0.3)
+
+
+def plot_reliability(bins: Calibration, path: Path, title: str) -> Path:
+    """reliability.png: :func:`draw_reliability` with a title."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    draw_reliability(ax, bins)
+    ax.set_title(title, fontsize=9)
     return save_figure(fig, path)
 
 

@@ -15,19 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from facecls.data.batches import BatchPreparer
 from facecls.data.decode import decode_images
 from facecls.data.faces import FaceCrop
 from facecls.data.sources import SYSTEM_FILES
 from facecls.errors import UserError
-from facecls.inference.checkpoint import load_checkpoint
 from facecls.inference.device import select_device
-from facecls.inference.loading import rebuild_model
+from facecls.inference.runners import open_runner
+from facecls.inference.tta import describe, with_tta
 from facecls.inspect.images import to_picture
-from facecls.io import atomic_write_json, atomic_write_text, csv_text
+from facecls.io import atomic_write_json, atomic_write_text, check_writable_dir, csv_text
 from facecls.plots import plt, save_figure
 
 log = logging.getLogger(__name__)
@@ -127,6 +125,22 @@ def contact_sheet(pixels: list[torch.Tensor], names: list[str], predicted: list[
     return save_figure(fig, path)
 
 
+def model_source(cfg) -> Path:
+    """The model to score with: ``ckpt=`` (a checkpoint) or ``model=`` (a checkpoint or a file from
+    facecls export), exactly one of them."""
+    ckpt, model = cfg.get("ckpt"), cfg.get("model_file")
+    if bool(ckpt) == bool(model):
+        raise UserError("give the model to predict with once: ckpt=<run dir>/checkpoints/best.pt or "
+                        "model=FILE (.onnx, TorchScript .pt or a checkpoint).")
+    return Path(ckpt or model).expanduser()
+
+
+def default_out(source: Path) -> Path:
+    """<run dir>/predict for a file inside a run dir (checkpoints/, export/), else <its folder>/predict."""
+    folder = source.resolve().parent
+    return (folder.parent if folder.name in ("checkpoints", "export") else folder) / "predict"
+
+
 def run_predict(cfg) -> dict:
     """Load the checkpoint, score ``cfg.input``, write predictions.csv, skipped.csv,
     predict.json (counts, accuracy) and contact_sheet.png into ``cfg.out`` (default:
@@ -138,21 +152,26 @@ def run_predict(cfg) -> dict:
     if isinstance(cfg.top_k, bool) or not isinstance(cfg.top_k, int) or cfg.top_k < 1:
         raise UserError(f"top_k={cfg.top_k} is invalid — give a whole number >= 1.")
     device = select_device(cfg.trainer.device)
-    ckpt = load_checkpoint(cfg.ckpt)
-    train_cfg = OmegaConf.create(ckpt.config)
-    prep = ckpt.preprocessing()
-    model = rebuild_model(ckpt, len(ckpt.classes), source=str(cfg.ckpt)).to(device).eval()
-    prepare = BatchPreparer(prep, device, None, bool(train_cfg.trainer.get("channels_last", False)))
+    source = model_source(cfg)
+    runner = open_runner(source, device)  # a checkpoint, an ONNX or a TorchScript file: one interface
+    info = runner.info
+    if info.output != "logits":
+        raise UserError(f"'{source}' is an embedding model — it names no classes; use facecls identify.")
+    out = Path(cfg.out).expanduser() if cfg.out else default_out(source)
+    check_writable_dir(out, what="predictions", need_bytes=2**20)  # before the work, not after it
+    prep = info.preprocessing()
     root, files = list_inputs(cfg.input)
-    result = predict_files(model, prepare, prep, root, files, int(cfg.trainer.eval_batch_size or 64),
-                           int(cfg.count), cfg.get("progress"), FaceCrop(**train_cfg.data.get("faces", {})))
+    # the runner takes the decoded uint8 pixels as they are: normalisation is inside the model
+    tta = cfg.get("eval", {}).get("tta")  # eval.tta=[flip]: softmax averaged over the views
+    result = predict_files(with_tta(runner, tta), lambda batch, train=False: batch, prep, root, files,
+                           int(cfg.trainer.eval_batch_size or 64), int(cfg.count), cfg.get("progress"),
+                           FaceCrop(**info.faces))
     if result.skipped:
         shown = "; ".join(f"{f} ({why})" for f, why in list(result.skipped.items())[:10])
         log.warning("Skipped %d unreadable file(s): %s", len(result.skipped), shown)
-    labels = true_labels(result.files, ckpt.classes)
-    header, rows = prediction_rows(result, ckpt.classes, cfg.top_k, threshold,
+    labels = true_labels(result.files, info.classes)
+    header, rows = prediction_rows(result, info.classes, cfg.top_k, threshold,
                                    dict(zip(result.files, labels)) if labels is not None else None)
-    out = Path(cfg.out).expanduser() if cfg.out else Path(cfg.ckpt).expanduser().resolve().parent.parent / "predict"
     table = atomic_write_text(out / "predictions.csv", csv_text(header, rows))
     atomic_write_text(out / "skipped.csv", csv_text(["file", "reason"], result.skipped.items()))
     at = header.index("predicted")
@@ -163,8 +182,10 @@ def run_predict(cfg) -> dict:
     if result.pixels:
         contact_sheet(result.pixels, result.files, [r[at] for r in rows], [float(r[at + 1]) for r in rows],
                       out / "contact_sheet.png")
-    atomic_write_json(out / "predict.json", {"ckpt": str(Path(cfg.ckpt).expanduser().resolve()),
-                                              "input": str(root), "threshold": threshold, **summary})
+    atomic_write_json(out / "predict.json", {"ckpt" if runner.kind == "pytorch" else "model": str(source.resolve()),
+                                              "engine": runner.kind, "input": str(root), "threshold": threshold,
+                                              "tta": describe(tta),
+                                              **summary})
     log.info("%d image(s) scored, %d skipped%s → %s", len(rows), len(result.skipped),
              f", accuracy {summary['accuracy']:.4f} (class folders)" if summary["accuracy"] is not None else "",
              table)

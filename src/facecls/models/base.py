@@ -8,6 +8,12 @@ trained end to end needs. Every facecls model subclasses :class:`FaceModel`.
 * ``training_view(data, prepare, features, augmented)`` — what actually trains, on what
   data: by default the model itself on the images; a frozen backbone trains its head on
   features computed once (:class:`facecls.data.features.FeatureCache`).
+* ``embedding_dim`` / ``embed(x)`` — open-set recognition: ``embedding_dim`` is None for a
+  classifier and the width of the embedding for a model built with ``model.embedding_dim``
+  (whose ``forward`` then returns the embedding, see :mod:`facecls.models.embedding`).
+  ``embed`` gives the un-normalised embedding of a batch: the neck's output, or for a
+  classifier the input of its last classification layer (``classifier_layer()``), so every
+  classifier and every old checkpoint gets "cross-entropy features" for free.
 
 A model only ever sees its own config (``model.*``), never the whole run config.
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 from torch import nn
 
 from facecls.data.preprocess import Preprocess
@@ -35,6 +42,8 @@ class TrainingView:
 class FaceModel(nn.Module):
     """Base class of facecls models (see the module docstring for the contract)."""
 
+    embedding_dim: int | None = None  # set by models built with model.embedding_dim
+
     @classmethod
     def preprocess(cls, model_cfg) -> Preprocess:
         """Decoding for this model: images squashed to ``input_size`` × ``input_size``."""
@@ -51,6 +60,34 @@ class FaceModel(nn.Module):
         """The model itself trains on the images. ``features`` (a FeatureCache) is there for
         models with a frozen backbone; ``augmented``: train-time augmentation is on."""
         return TrainingView(self, data, prepare)
+
+    def classifier_layer(self) -> nn.Linear:
+        """A classifier's last classification layer: by default the last ``nn.Linear`` it
+        registers (true of every facecls model; a model where it is not overrides this)."""
+        linears = [m for m in self.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise UserError(f"{type(self).__name__} has no linear classification layer to take embeddings "
+                            "from — train it with model.embedding_dim set.")
+        return linears[-1]
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Un-normalised embeddings N×D of a prepared batch: an embedding model's output, or the
+        input of a classifier's :meth:`classifier_layer` (its penultimate features)."""
+        if self.embedding_dim is not None:
+            return self(x)
+        return input_of(self.classifier_layer(), self, x)
+
+
+def input_of(layer: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What ``layer`` receives (flattened to N×D) when ``module`` runs on ``x``: a classifier's
+    penultimate features, read with a forward hook so any architecture works unchanged."""
+    captured: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda _m, args, _out: captured.append(args[0]))
+    try:
+        module(x)
+    finally:
+        handle.remove()
+    return captured[-1].flatten(1)
 
 
 def restore_model(model: nn.Module, state_dict: dict, source: str) -> None:

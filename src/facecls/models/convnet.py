@@ -2,7 +2,8 @@
 
 Every knob of the report's architecture experiments is an argument: depth and width
 (``channels``), ``kernel_size``, ``stride``, ``padding`` (an int, or one value per conv),
-max-pooling, FC sizes and dropout after flatten and before the last layer.
+max-pooling, FC sizes and dropout after flatten and before the last layer. With
+``embedding_dim`` the class layer becomes the embedding neck (:mod:`facecls.models.embedding`).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from torch import nn
 from facecls.config.checks import check_dropout
 from facecls.errors import UserError
 from facecls.models.base import FaceModel
+from facecls.models.embedding import check_embedding_dim, output_layer
 
 
 def _per_layer(value: int | Sequence[int], n: int, name: str) -> list[int]:
@@ -29,7 +31,7 @@ class ConvNet(FaceModel):
                  kernel_size: int | Sequence[int] = 5, stride: int | Sequence[int] = 1,
                  padding: int | Sequence[int] = 0, pool: bool = False, pool_kernel: int = 2,
                  pool_stride: int = 2, fc: Sequence[int] = (128,), dropout: float = 0.0,
-                 in_channels: int = 3):
+                 in_channels: int = 3, embedding_dim: int | None = None):
         super().__init__()
         n = len(channels)
         if n == 0:
@@ -61,7 +63,8 @@ class ConvNet(FaceModel):
         for hidden in fc:
             head += [nn.Linear(width, int(hidden)), nn.ReLU(inplace=True)]
             width = int(hidden)
-        head += [nn.Dropout(p), nn.Linear(width, num_classes)]
+        self.embedding_dim = check_embedding_dim(embedding_dim)
+        head += [nn.Dropout(p), output_layer(width, num_classes, self.embedding_dim)]
         self.classifier = nn.Sequential(*head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ from typing import Sequence
 from facecls.config.checks import check_dropout
 from facecls.models.backbones import PENULTIMATE, build_network, cut_network, output_shape, preprocess_of
 from facecls.models.base import FaceModel
+from facecls.models.embedding import check_embedding_dim
 from facecls.models.transfer import FrozenBackbone, fc_head
 
 log = logging.getLogger(__name__)
@@ -33,12 +34,13 @@ class TorchvisionModel(FaceModel):
 
 
 class FeatureExtractor(FrozenBackbone, TorchvisionModel):
-    """Frozen ``name`` up to ``cut`` (→ global average pool) → FC ``head`` sizes → classes."""
+    """Frozen ``name`` up to ``cut`` (→ global average pool) → FC ``head`` sizes → classes (or, with
+    ``embedding_dim``, the embedding neck; it trains on the cached features like a class layer)."""
 
     def __init__(self, num_classes: int, name: str = "resnet18", weights: str | None = "DEFAULT",
                  cut: str = PENULTIMATE, pool: str = "avg", head: Sequence[int] = (), dropout: float = 0.0,
                  pretrained: bool = True, weights_path: str | None = None, input_size: int | None = None,
-                 cache_features: bool = True, source: str = "torchvision"):
+                 cache_features: bool = True, source: str = "torchvision", embedding_dim: int | None = None):
         super().__init__()
         p = check_dropout(dropout)
         own = self.preprocess({"name": name, "weights": weights, "input_size": None, "source": source}).size
@@ -51,7 +53,9 @@ class FeatureExtractor(FrozenBackbone, TorchvisionModel):
         self.source = str(source)
         self.cache_features = bool(cache_features)
         self.feature_shape = output_shape(self.backbone, size, own, f"{name} up to {cut}")
-        self.head = fc_head(math.prod(self.feature_shape), head, p, num_classes)  # the head follows the cut
+        self.embedding_dim = check_embedding_dim(embedding_dim)
+        self.head = fc_head(math.prod(self.feature_shape), head, p, num_classes,  # the head follows the cut
+                            self.embedding_dim)
 
     def feature_identity(self) -> dict:
         identity = {"model": self.name, "weights": str(self.weights), "cut": self.cut, "node": self.backbone.node,

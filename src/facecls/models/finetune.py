@@ -4,7 +4,9 @@ The general form of the report's section 2.4: the whole ``model.name`` trains wi
 classifier — the last ``nn.Linear`` of its traced graph, found generically (timm: its
 ``get_classifier()``) — replaced by one for our classes. ``model.freeze=<node or module>``
 keeps that node and every parameter used before it (in forward order) fixed, and the rest
-of the backbone learns at ``model.backbone_lr_mult`` × the learning rate.
+of the backbone learns at ``model.backbone_lr_mult`` × the learning rate. With
+``model.embedding_dim`` the embedding neck (:mod:`facecls.models.embedding`) takes the
+classifier's place and learns at the full learning rate as the classifier would.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from facecls.models.backbones import (
     parameters_up_to,
     resolve_node,
 )
+from facecls.models.embedding import EmbeddingNeck, check_embedding_dim
 from facecls.models.feature_extractor import TorchvisionModel
 from facecls.models.transfer import head_and_backbone_groups, init_linear
 
@@ -32,7 +35,7 @@ class Finetune(TorchvisionModel):
     def __init__(self, num_classes: int, name: str = "resnet18", weights: str | None = "DEFAULT",
                  freeze: str | None = None, backbone_lr_mult: float = 1.0, dropout: float | None = None,
                  pretrained: bool = True, weights_path: str | None = None, input_size: int | None = None,
-                 source: str = "torchvision"):
+                 source: str = "torchvision", embedding_dim: int | None = None):
         super().__init__()
         if isinstance(backbone_lr_mult, bool) or not float(backbone_lr_mult) > 0:
             raise UserError(f"model.backbone_lr_mult={backbone_lr_mult} is invalid — use a number > 0 "
@@ -42,12 +45,19 @@ class Finetune(TorchvisionModel):
         self.net = build_network(name, weights, pretrained, weights_path, size, source)  # ViT: built for size×size
         nodes = graph_nodes(self.net)
         self.classifier_name, old = classifier_node(self.net, nodes)
+        self.embedding_dim = check_embedding_dim(embedding_dim)
         if isinstance(old, nn.Linear):
-            self.net.set_submodule(self.classifier_name, init_linear(nn.Linear(old.in_features, num_classes)))
+            width = old.in_features
+            if self.embedding_dim is None:
+                self.net.set_submodule(self.classifier_name, init_linear(nn.Linear(width, num_classes)))
         else:  # a timm model whose weights come without a head (nn.Identity): timm makes one
             self.net.reset_classifier(num_classes)
             self.classifier_name, new = classifier_node(self.net, nodes)
-            init_linear(new)
+            width = init_linear(new).in_features
+        if self.embedding_dim is not None:  # the embedding neck takes the classifier's place
+            neck = EmbeddingNeck(width, self.embedding_dim)
+            init_linear(neck[2])
+            self.net.set_submodule(self.classifier_name, neck)
         if self.classifier_name not in nodes:  # timm's Linear is traced through (classifier.linear): retrace
             nodes = graph_nodes(self.net)
         if dropout is not None:  # null keeps the model's own dropout
@@ -80,6 +90,10 @@ class Finetune(TorchvisionModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def classifier_layer(self) -> nn.Module:
+        """The new classifier (found in the traced graph, not by registration order)."""
+        return self.net.get_submodule(self.classifier_name)
 
     def param_groups(self, lr: float) -> list[dict]:
         return head_and_backbone_groups(self, self.net.get_submodule(self.classifier_name), lr,

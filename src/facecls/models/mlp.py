@@ -1,4 +1,5 @@
-"""The report's MLP (section 2.1): flatten → hidden layers with ReLU → classes."""
+"""The report's MLP (section 2.1): flatten → hidden layers with ReLU → classes (or, with
+``embedding_dim``, the embedding neck of :mod:`facecls.models.embedding`)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -8,11 +9,12 @@ from torch import nn
 
 from facecls.config.checks import check_dropout
 from facecls.models.base import FaceModel
+from facecls.models.embedding import check_embedding_dim, output_layer
 
 
 class MLP(FaceModel):
     def __init__(self, num_classes: int, input_size: int = 28, hidden: Sequence[int] = (300,),
-                 dropout: float = 0.0, in_channels: int = 3):
+                 dropout: float = 0.0, in_channels: int = 3, embedding_dim: int | None = None):
         super().__init__()
         p = check_dropout(dropout)
         layers: list[nn.Module] = [nn.Flatten()]
@@ -22,9 +24,10 @@ class MLP(FaceModel):
             if p > 0:
                 layers.append(nn.Dropout(p))
             width = int(h)
-        layers.append(nn.Linear(width, num_classes))
+        self.embedding_dim = check_embedding_dim(embedding_dim)
+        layers.append(output_layer(width, num_classes, self.embedding_dim))
         self.layers = nn.Sequential(*layers)
-        for m in self.layers:
+        for m in self.layers.modules():
             if isinstance(m, nn.Linear):  # the report: Kaiming-uniform weights
                 nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
                 nn.init.zeros_(m.bias)

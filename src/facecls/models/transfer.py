@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from facecls.models.base import FaceModel, TrainingView
+from facecls.models.embedding import EmbeddingNeck
 
 
 def init_linear(layer: nn.Linear) -> nn.Linear:
@@ -19,15 +20,22 @@ def init_linear(layer: nn.Linear) -> nn.Linear:
     return layer
 
 
-def fc_head(width: int, head: Sequence[int], p: float, num_classes: int) -> nn.Sequential:
-    """Flatten → (Linear → ReLU → Dropout) per ``head`` size → Linear to the classes, Kaiming init."""
+def fc_head(width: int, head: Sequence[int], p: float, num_classes: int,
+            embedding_dim: int | None = None) -> nn.Sequential:
+    """Flatten → (Linear → ReLU → Dropout) per ``head`` size → Linear to the classes, Kaiming init
+    (with ``embedding_dim``: → the embedding neck instead of the class layer)."""
     layers: list[nn.Module] = [nn.Flatten()]
     for hidden in head:
         layers += [init_linear(nn.Linear(width, int(hidden))), nn.ReLU(inplace=True)]
         if p > 0:
             layers.append(nn.Dropout(p))
         width = int(hidden)
-    layers.append(init_linear(nn.Linear(width, num_classes)))
+    if embedding_dim is None:
+        layers.append(init_linear(nn.Linear(width, num_classes)))
+    else:
+        neck = EmbeddingNeck(width, embedding_dim)
+        init_linear(neck[2])
+        layers.append(neck)
     return nn.Sequential(*layers)
 
 

@@ -18,8 +18,10 @@ from torchvision.models import AlexNet_Weights
 from tqdm.auto import tqdm
 
 from facecls.errors import UserError
+from facecls.io import check_writable_dir
 from facecls.models.pretrained import torchvision_cache_path
 from facecls.report.markdown import write_report
+from facecls.report.open_set import verify_runs
 from facecls.report.runner import Outcome, run_once
 from facecls.report.sections import SECTIONS
 
@@ -44,6 +46,7 @@ def build_report(cfg: DictConfig, data: list[str]) -> Path:
     if unknown:
         raise UserError(f"unknown report section(s) {unknown} — choose from: {', '.join(s.id for s in SECTIONS)}.")
     sections = [s for s in SECTIONS if s.id in wanted]
+    check_writable_dir(out, need_bytes=50 * 2**20, what="report", fix="pass out=DIR on a writable disk")  # before hours
     started = time.perf_counter()
     results: dict[str, dict] = {}
     bar = tqdm(sections, desc="report", unit="section", disable=None)
@@ -67,7 +70,8 @@ def build_report(cfg: DictConfig, data: list[str]) -> Path:
         elif section.experiment:
             runs_dir = out / "runs" / section.id
             key = "hydra.sweep.dir" if section.sweep else "hydra.run.dir"
-            args = ["train", f"experiment={section.experiment}", *data,
+            own = [a for a in data if not a.lstrip("+~").startswith("data")] if section.own_data else data
+            args = ["train", f"experiment={section.experiment}", *own,
                     *_section_overrides(cfg, section.id, section.experiment), f"{key}={runs_dir}"]
             if section.alexnet and cfg.report.allow_random_init and not _weights_available(cfg.train_overrides):
                 args.append("model.pretrained=false")
@@ -83,6 +87,8 @@ def build_report(cfg: DictConfig, data: list[str]) -> Path:
                 result["notes"].append(f"`facecls {' '.join(args[:2])}` failed: {outcome.message}")
         if result["runs"] is not None:
             _draw_figures(section, result, out, logs)
+            if section.open_set:
+                verify_runs(section, result, out, logs, list(cfg.open_set_verify.get(cfg.report.budget, [])))
         outcome = result["outcome"]
         state = "re-used" if outcome.reused else "done" if outcome.ok else \
             "skipped" if section.alexnet and result["runs"] is None else "failed"

@@ -84,6 +84,7 @@ def _section_lines(result: dict, out: Path) -> list[str]:
                               ("curves_overlay.png", "validation accuracy of every configuration")):
             if (result["runs"] / name).is_file():
                 lines += [f"![{caption}]({_rel(result['runs'] / name, out)})", ""]
+    lines += result.get("lines", [])  # a section's own tables (report/open_set.py)
     for figure, files, command in result["figures"]:
         caption = figure.caption[0].upper() + figure.caption[1:]
         title = f"**Figure {figure.number}.** {caption}" if figure.number else f"*{caption}*"

@@ -28,6 +28,8 @@ class Section:
     extra: bool = False                  # beyond the report: only with report.extra_regularisers=true
     figures: list[Figure] = field(default_factory=list)
     tools: list[list[str]] = field(default_factory=list)  # extra commands without a training run
+    own_data: bool = False               # trains on the experiment's own data, not the report's data=…
+    open_set: bool = False               # verify each run on unseen people and compare them (report/open_set.py)
 
 
 CURVES = "curves.png"
@@ -74,4 +76,7 @@ SECTIONS = [
         Figure("11–15", "input with prediction; guided backprop colour, gray, negative and positive saliency",
                ["visualize", "attribution", "method=guided_backprop", "ckpt={ckpt}", "out={out}"],
                "attribution_guided_backprop_*.png")]),
+    # beyond the report: recognising people never seen in training (synthetic identities, always)
+    Section("faces_open_set", "Beyond the report: open-set face recognition (cross-entropy features vs ArcFace vs "
+            "CosFace on unseen people)", "faces/open_set", sweep=True, own_data=True, open_set=True),
 ]

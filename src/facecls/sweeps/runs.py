@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import OverrideParseException
+from hydra.errors import HydraException
 
 from facecls.errors import UserError
 
@@ -77,9 +77,33 @@ def _load_yaml(path: Path) -> dict:
     try:
         # Plain YAML: interpolations such as ${uid:} stay text and are never resolved.
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):  # ValueError: bytes that are not UTF-8
         return {}
     return data if isinstance(data, dict) else {}
+
+
+class Unreadable(Exception):
+    """A file of a run dir that is there but cannot be read as what it should be."""
+
+
+def _read_overrides(path: Path) -> list:
+    try:
+        lines = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        raise Unreadable(f"{path.name} is not readable YAML ({type(err).__name__})") from None
+    if not isinstance(lines, list):
+        raise Unreadable(f"{path.name} is not a list of overrides")
+    return lines
+
+
+def _read_metrics(path: Path) -> dict:
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # truncated, not JSON, not UTF-8
+        raise Unreadable(f"metrics.json is not readable JSON ({type(err).__name__})") from None
+    if not isinstance(metrics, dict):
+        raise Unreadable(f"metrics.json holds a JSON {type(metrics).__name__}, not an object")
+    return metrics
 
 
 def is_run_dir(path: Path) -> bool:
@@ -115,7 +139,7 @@ def parse_overrides(lines: list[str]) -> dict[str, Any]:
 
     try:
         overrides = OverridesParser.create().parse_overrides([str(x) for x in lines])
-    except OverrideParseException:  # written by another tool or version: keep the text
+    except HydraException:  # written by another tool or version: keep the text
         return {k.lstrip("+~"): v for k, _, v in (str(x).partition("=") for x in lines)}
     parsed = {}
     for override in overrides:
@@ -128,13 +152,16 @@ def parse_overrides(lines: list[str]) -> dict[str, Any]:
 def read_history(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    with path.open(encoding="utf-8", newline="") as f:
-        rows = []
-        for row in csv.DictReader(f):
-            try:
-                rows.append({k: float(v) for k, v in row.items() if v not in (None, "")})
-            except ValueError:
-                continue  # a half-written line from a run being written right now
+    rows = []
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            for row in csv.DictReader(f):
+                try:
+                    rows.append({k: float(v) for k, v in row.items() if isinstance(k, str) and v not in (None, "")})
+                except (TypeError, ValueError):
+                    continue  # a half-written line from a run being written right now
+    except (OSError, ValueError, csv.Error):  # not UTF-8, NUL bytes: the curves are lost, not the summary
+        return rows
     return rows
 
 
@@ -163,20 +190,27 @@ def read_run(path: Path, sweep_finished: bool = False, stale_after_min: float = 
     With metrics.json the status is its stop_reason. Without it: ``failed`` when the job
     log holds a ``facecls: error:`` line, ``running`` when the dir was written to in the
     last ``stale_after_min`` minutes (and the sweep is not known to be over), else
-    ``incomplete`` (killed, or crashed without a word).
+    ``incomplete`` (killed, or crashed without a word). A metrics.json or overrides.yaml that
+    is there but broken (truncated, not UTF-8, not the right shape) makes it ``unreadable``.
     """
     record = RunRecord(path=path)
+    problems = []  # files that are there but broken: the run is listed as unreadable, the others summarised
     overrides_file = path / ".hydra" / "overrides.yaml"
     if overrides_file.is_file():
-        lines = yaml.safe_load(overrides_file.read_text(encoding="utf-8")) or []
-        record.overrides = parse_overrides(lines)
+        try:
+            record.overrides = parse_overrides(_read_overrides(overrides_file))
+        except Unreadable as err:
+            problems.append(str(err))
     metrics_file = path / "metrics.json"
     if metrics_file.is_file():
         try:
-            record.metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            record.metrics = None
+            record.metrics = _read_metrics(metrics_file)
+        except Unreadable as err:
+            problems.append(str(err))
     record.history = read_history(path / "history.csv")
+    if problems:
+        record.status, record.note = "unreadable", "; ".join(problems)
+        return record
     error = _error_line(path / "train.log")
     if record.metrics is not None:
         record.status = str(record.metrics.get("stop_reason") or "incomplete")

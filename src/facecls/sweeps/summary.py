@@ -19,7 +19,7 @@ from typing import Iterable
 import yaml
 
 from facecls.errors import UserError
-from facecls.io import atomic_write_text
+from facecls.io import atomic_write_text, check_writable_dir
 from facecls.sweeps.compare import Comparison, add_to_group_rows, compare_groups, comparison_table
 from facecls.sweeps.figures import plot_curves_overlay, plot_summary
 from facecls.sweeps.runs import read_runs
@@ -38,6 +38,8 @@ from facecls.sweeps.table import (
     text_table,
     to_csv,
 )
+from facecls.sweeps.verification import AVERAGE_OVER as VERIFY_AVERAGE_OVER
+from facecls.sweeps.verification import VERIFY_METRICS, expand_verify_folds
 
 CI_NOTE = ("95% CI: the t-interval of the mean over the runs — where the mean of many more such runs would "
            "fall, 19 times in 20; it needs n >= 2 and is wide for n < 5. Accuracies and F1 cannot leave [0, 1]: "
@@ -161,13 +163,17 @@ def write_summary(dirs: list[str | Path], out: str | Path | None = None,
     if compare_metric not in AVERAGED_METRICS:
         raise UserError(f"compare_metric={compare_metric} — use one of: {', '.join(AVERAGED_METRICS)}.")
     runs = read_runs(dirs, sweep_finished=sweep_finished, stale_after_min=stale_after_min)
+    if compare_metric in VERIFY_METRICS or sort in VERIFY_METRICS:  # each verify.json fold becomes a record
+        runs = expand_verify_folds(runs)
+        average_over = [*average_over, *VERIFY_AVERAGE_OVER]
     if not runs:
         raise UserError(f"no run dirs under {', '.join(map(str, dirs))} — a run dir holds metrics.json or "
                         ".hydra/overrides.yaml; pass a run dir or a sweep dir (outputs/multirun/…).")
+    out = check_writable_dir(Path(out if out is not None else dirs[0]).expanduser(), need_bytes=2**20,
+                             what="summary", fix="write it elsewhere with out=DIR")
     summary = summarize_runs(runs, average_over=list(average_over), sort=sort)
     comparisons = compare_groups(summary, compare, compare_metric)
     optuna = read_optuna(Path(d).expanduser() for d in dirs)
-    out = Path(out if out is not None else dirs[0]).expanduser()
     atomic_write_text(out / "summary.csv", to_csv(run_rows(summary)))
     atomic_write_text(out / "summary_groups.csv", to_csv(add_to_group_rows(group_rows(summary), summary, comparisons)))
     atomic_write_text(out / "summary.md", markdown_report(summary, optuna, comparisons))

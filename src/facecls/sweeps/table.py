@@ -18,7 +18,7 @@ from facecls.io import csv_text
 from facecls.sweeps.runs import RunRecord
 from facecls.sweeps.stats import metric_bounds, t_interval
 
-AVERAGED_METRICS = ("test_acc", "best_val_acc", "test_macro_f1")
+AVERAGED_METRICS = ("test_acc", "best_val_acc", "test_macro_f1", "verif_acc")  # verif_acc: sweeps/verification.py
 SORT_KEYS = AVERAGED_METRICS
 DEFAULT_AVERAGE_OVER = ("seed", "data.split.fold")
 RUN_METRICS = ("best_val_acc", "test_acc", "best_epoch", "epochs_run", "wall_seconds")
@@ -157,6 +157,7 @@ def run_rows(summary: Summary) -> list[dict[str, Any]]:
         row = {"run": r.name, "status": r.status}
         row.update({k: canonical(r.setting(k)) for k in summary.keys})
         row.update({m: r.metric(m) for m in RUN_METRICS})
+        row["precision"] = precision_of(r)
         row["note"] = r.note
         rows.append(row)
     return rows
@@ -198,12 +199,18 @@ def configuration_table(summary: Summary) -> tuple[list[str], list[list[str]]]:
         rows.append([*(shown(v) for v in g.settings.values()), str(len(g.runs)), test.text(), val.text(),
                      str(test.n), test.ci_text(), val.ci_text(), g.stat("test_macro_f1").text(),
                      _number(epochs, 1), _number(wall, 1), g.problems])
+    if any(g.stat("verif_acc").n for g in summary.groups):  # verify.json folds (sweeps/verification.py)
+        at = headers.index("test macro-F1")
+        headers[at:at] = ["verif acc", "verif n", "verif acc 95% CI"]
+        for row, g in zip(rows, summary.groups):
+            verif = g.stat("verif_acc")
+            row[at:at] = [verif.text(), str(verif.n), verif.ci_text()]
     return headers, rows
 
 
 def runs_table(summary: Summary) -> tuple[list[str], list[list[str]]]:
     headers = ["run", "status", *summary.varying, "best val acc", "test acc", "best epoch", "epochs",
-               "wall s", "note"]
+               "wall s", "precision", "note"]
     rows = []
     for r in summary.runs:
         epoch = r.metric("best_epoch")
@@ -211,8 +218,14 @@ def runs_table(summary: Summary) -> tuple[list[str], list[list[str]]]:
         rows.append([r.name, r.status, *(shown(r.setting(k)) for k in summary.varying),
                      _number(r.metric("best_val_acc")), _number(r.metric("test_acc")),
                      "" if epoch is None else str(int(epoch)), "" if epochs is None else str(int(epochs)),
-                     _number(r.metric("wall_seconds"), 1), r.note])
+                     _number(r.metric("wall_seconds"), 1), precision_of(r) or "", r.note])
     return headers, rows
+
+
+def precision_of(run: RunRecord) -> str | None:
+    """bf16 / fp16 / fp32 as the run recorded it (trainer.amp=auto differs between machines)."""
+    value = (run.metrics or {}).get("precision")
+    return value if isinstance(value, str) else None
 
 
 def text_table(headers: list[str], rows: list[list[str]]) -> str:

@@ -52,7 +52,7 @@ class EarlyStopping:
         if monitor not in MONITORS:
             raise UserError(f"unknown monitor '{monitor}' — use {' or '.join(MONITORS)}.")
         self.monitor, self.patience, self.min_delta = monitor, patience, float(min_delta)
-        self.sign = 1.0 if monitor == "val_acc" else -1.0  # higher val_acc / lower val_loss is better
+        self.sign = -1.0 if monitor == "val_loss" else 1.0  # lower val_loss / higher accuracies are better
         self.best: float | None = None
         self.best_epoch = 0
         self.bad_epochs = 0
@@ -94,6 +94,9 @@ class LoopSettings:
     mixer: Callable | None = None  # MixUp/CutMix: (images, labels) → (mixed images, label probabilities)
     class_weights: list[float] | None = None  # cross-entropy weight per class (trainer.class_weights)
     balanced_sampling: bool = False  # data.sampler=balanced: each class equally likely per draw
+    loss_head: bool = False  # the net is a training.losses.WithLossHead: its forward takes the labels (margin)
+    verification: Callable | None = None  # open-set runs: net → val_verif_acc (training.open_set.Verification)
+    closed_set_val: bool = True  # False with data.split.by=identity: val people are no training class (NaN)
 
     @property
     def eval(self) -> EvalSettings:
@@ -184,7 +187,7 @@ def train_one_epoch(net: nn.Module, data, prepare: Callable, optimizer: torch.op
             x, target = settings.mixer(x, y)
             y = target.argmax(1)  # training accuracy counts the dominant label of each mix
         with settings.autocast():
-            logits = net(x)
+            logits = net(x, y) if settings.loss_head else net(x)
             loss = shared.criterion(logits.float(), target)
         if shared.check_every == 1 and dist.any(not torch.isfinite(loss)):  # DDP: all ranks stop together
             return totals, StopReason.DIVERGED
@@ -216,21 +219,26 @@ def close_epoch(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.
     """After a finished training pass: validation score, scheduler step, the history row and the
     stopper's verdict. Returns the row and whether it is a new best."""
     seen, loss_sum, correct = settings.dist.sum(totals.seen, totals.loss_sum.item(), totals.correct.item())
-    val = evaluate(net, data.val, prepare, settings.eval)
+    val = evaluate(net, data.val, prepare, settings.eval) if settings.closed_set_val else \
+        {"loss": math.nan, "acc": math.nan}
     lr = optimizer.param_groups[0]["lr"]
-    if scheduler is not None:  # an EpochSchedule (facecls.training.schedules)
-        scheduler.step(stopper.sign * val["loss" if stopper.monitor == "val_loss" else "acc"])
     row = {"epoch": epoch, "lr": float(lr), "train_loss": loss_sum / seen, "train_acc": correct / seen,
-           "val_loss": val["loss"], "val_acc": val["acc"], "seconds": time.perf_counter() - started}
+           "val_loss": val["loss"], "val_acc": val["acc"]}
+    if settings.verification is not None:  # open-set runs only: classifier rows keep their columns
+        row["val_verif_acc"] = settings.verification(net)
+    row["seconds"] = time.perf_counter() - started
+    if scheduler is not None:  # an EpochSchedule (facecls.training.schedules)
+        scheduler.step(stopper.sign * row[stopper.monitor])
     return row, stopper.step(epoch, row[stopper.monitor])
 
 
 def log_epoch(row: dict, stopper: EarlyStopping, improved: bool, max_epochs: int) -> None:
     note = "new best" if improved else "not a better score" + (
         f" ({stopper.bad_epochs}/{stopper.patience})" if stopper.patience is not None else "")
-    log.info("epoch %*d/%d train_loss %.4f train_acc %.4f val_loss %.4f val_acc %.4f lr %.2e — %s",
+    verif = f" val_verif_acc {row['val_verif_acc']:.4f}" if "val_verif_acc" in row else ""
+    log.info("epoch %*d/%d train_loss %.4f train_acc %.4f val_loss %.4f val_acc %.4f%s lr %.2e — %s",
              len(str(max_epochs)), row["epoch"], max_epochs, row["train_loss"], row["train_acc"], row["val_loss"],
-             row["val_acc"], row["lr"], note)
+             row["val_acc"], verif, row["lr"], note)
 
 
 def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimizer, scheduler,
@@ -288,7 +296,7 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
         if is_main:
             reporter.epoch_finished(result, improved)
         log_epoch(row, stopper, improved, settings.max_epochs)
-        epochs.set_postfix(val_acc=f"{row['val_acc']:.3f}", best=stopper.best_epoch)
+        epochs.set_postfix(**{stopper.monitor: f"{row[stopper.monitor]:.3f}"}, best=stopper.best_epoch)
         if stopper.should_stop:
             result.stop_reason = StopReason.EARLY_STOPPING
             log.info("Early stopping: no %s improvement for %d epochs (best epoch %d).",

@@ -15,8 +15,10 @@ import math
 
 import torch
 import torch.nn.functional as F
+from hydra.utils import get_class
 from torch import nn
 
+from facecls.config.instantiate import instantiate
 from facecls.errors import UserError
 
 
@@ -56,6 +58,10 @@ class MarginHead(nn.Module):
     def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Scaled cosines without any margin: the logits for accuracy and evaluation."""
         return self.scale * self.raw_cosine(embeddings)
+
+    def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """The evaluation logits (no margin): :meth:`cosine`."""
+        return self.cosine(embeddings)
 
     def target_logit(self, cos: torch.Tensor) -> torch.Tensor:
         """The margin-applied cosine for the true class (before scaling)."""
@@ -100,3 +106,69 @@ class CosFace(MarginHead):
 
     def target_logit(self, cos: torch.Tensor) -> torch.Tensor:
         return cos - self.margin
+
+
+class LinearHead(nn.Module):
+    """``loss=cross_entropy`` on an embedding model: a plain linear layer from the embedding to
+    the training classes (softmax cross-entropy, no margin) — the embedding model's own
+    baseline. ``labels`` are accepted and ignored, so the loop treats every head alike."""
+
+    def __init__(self, embedding_dim: int, num_classes: int):
+        super().__init__()
+        self.linear = nn.Linear(embedding_dim, num_classes)
+
+    def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.linear(embeddings)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.linear(embeddings)
+
+
+class WithLossHead(nn.Module):
+    """What trains when a model ends in an embedding: the model (or its training view, e.g. a
+    frozen backbone's head on cached features) followed by the loss head, as ONE module — so one
+    DDP wrapper all-reduces both gradients, one optimizer steps both, one EMA averages both.
+
+    ``forward(x, labels)`` in training mode gives the margin logits the loss needs;
+    ``forward(x)`` (evaluation) the head's plain logits; ``embed(x)`` the embedding.
+    Checkpoints save ``body`` as the model and ``head`` apart (``Checkpoint.loss_head``)."""
+
+    def __init__(self, body: nn.Module, head: nn.Module):
+        super().__init__()
+        self.body, self.head = body, head
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        emb = self.body(x)
+        if labels is None or not self.training:
+            return self.head.logits(emb)
+        return self.head(emb, labels)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+# Keys of the loss group that configure the criterion (cross-entropy on the head's logits), not the head.
+CRITERION_KEYS = ("label_smoothing", "class_weights")
+
+
+def build_loss_head(loss_cfg, embedding_dim: int | None, num_classes: int) -> nn.Module | None:
+    """The loss head the ``loss`` group names, for a model with ``embedding_dim`` (None: a
+    classifier, whose own logits need no head — only a plain cross-entropy can train it).
+
+    Args:
+        loss_cfg: the ``loss`` node (``_target_`` a head class; its other keys its arguments,
+            except :data:`CRITERION_KEYS`); None = cross-entropy.
+        embedding_dim: the model's ``embedding_dim``.
+        num_classes: training identities.
+    """
+    target = loss_cfg.get("_target_") if loss_cfg else None
+    cls = get_class(target) if target else LinearHead
+    if embedding_dim is None:
+        if issubclass(cls, MarginHead):
+            name = target.rsplit(".", 1)[-1].lower()
+            raise UserError(f"loss={name} needs a model that ends in an embedding — set model.embedding_dim "
+                            "(e.g. model.embedding_dim=128), or use loss=cross_entropy for a classifier.")
+        return None
+    args = {k: v for k, v in (loss_cfg or {}).items() if k != "_target_" and k not in CRITERION_KEYS}
+    return instantiate({"_target_": target or f"{LinearHead.__module__}.LinearHead", **args},
+                       what=f"loss {target}", embedding_dim=int(embedding_dim), num_classes=int(num_classes))

@@ -5,23 +5,29 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
+from facecls.inference.confusion import write_most_confused
 from facecls.inference.evaluate import EvalSettings
 from facecls.inference.metrics import TOP_K
 from facecls.inference.scoring import metric_entries, score_split, write_score_files
 from facecls.io import atomic_write_json, atomic_write_text, csv_text
 from facecls.plots import plot_confusion, plot_curves
+from facecls.timing import CLOCK
 from facecls.training.checkpoint import CheckpointWriter
 from facecls.training.engine import FitResult
 
 log = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
+OPEN_SET_COLUMNS = ["val_verif_acc"]  # training.open_set: margin-loss or identity-split runs only
 
 
 def write_history(path: Path, history: list[dict]) -> None:
     # full precision (str of a float is its shortest exact form): metrics.json must match
-    atomic_write_text(path, csv_text(HISTORY_COLUMNS, ([row[k] for k in HISTORY_COLUMNS] for row in history)))
+    # open-set runs add val_verif_acc before seconds; classifier runs keep exactly HISTORY_COLUMNS
+    columns = HISTORY_COLUMNS[:-1] + [k for k in OPEN_SET_COLUMNS if history and k in history[0]] + ["seconds"]
+    atomic_write_text(path, csv_text(columns, ([row[k] for k in columns] for row in history)))
 
 
 class RunRecorder:
@@ -35,15 +41,22 @@ class RunRecorder:
         self.checkpoints.snapshot()
 
     def epoch_finished(self, result: FitResult, improved: bool) -> None:
+        # Back-pressure: the previous epoch's checkpoints are on disk before history.csv gets
+        # this epoch's row, so after a kill -9 last.pt is at most one finished epoch behind it.
+        self.checkpoints.wait()
         write_history(self.run_dir / "history.csv", result.history)
         self.checkpoints.epoch_finished(result, improved)
 
 
 def finish_run(run_dir: Path, model, trained, data, prepare, settings: EvalSettings, result: FitResult,
-               best_weights: dict | None, extra: dict) -> dict:
+               best_weights: dict | None, extra: dict, before_metrics: Callable[[], None] | None = None,
+               timing: dict | None = None, open_set=None) -> dict:
     """Load ``best_weights`` into ``model``, score the test split through ``trained`` (the
     module that trained: the model itself, or its head on cached features), write
-    metrics.json and the figures."""
+    metrics.json and the figures. ``before_metrics`` runs just before metrics.json is written
+    (the run waits there for its last checkpoint write, which went on beside the test pass and
+    the figures: a run dir with metrics.json is a finished one); metrics.json's ``timing`` holds the
+    process's phases (facecls.timing) plus ``timing``."""
     best_row = next((r for r in result.history if r["epoch"] == result.best_epoch), None)
     metrics = {
         "best_epoch": result.best_epoch or None,
@@ -76,24 +89,34 @@ def finish_run(run_dir: Path, model, trained, data, prepare, settings: EvalSetti
     }
     if best_weights is not None:
         model.load_state_dict(best_weights)
+        if open_set is not None:  # training.open_set.OpenSetTest: verification on the test people
+            metrics.update(open_set(trained, data, prepare, settings, best_row))
+    if best_weights is not None and (open_set is None or open_set.closed_set):
         test = score_split(trained, data.test, prepare, settings, len(data.classes))
+        CLOCK.lap("test")
         metrics["test_acc"], metrics["test_loss"] = test["acc"], test["loss"]
         metrics.update(metric_entries(test, "test"))
         matrix = write_score_files(run_dir, test, data.test.labels, data.classes, title="Test split ")
+        write_most_confused(run_dir / "most_confused.csv", data.test.labels, test["predictions"], data.classes)
         plot_confusion(matrix.numpy(), data.classes, run_dir / "confusion_matrix.png",
                        title=f"Test confusion matrix (accuracy {test['acc']:.3f}, best epoch {result.best_epoch})")
     if result.history:
         plot_curves(result.history, result.best_epoch, run_dir / "curves.png")
+    CLOCK.lap("figures")
+    if before_metrics is not None:
+        before_metrics()
+        CLOCK.lap("checkpoint_wait")
     train_seconds = sum(r["seconds"] for r in result.history)
     metrics.update(extra)
     metrics["train_seconds"] = train_seconds
     # Epoch throughput (training + validation time), counted over every finished epoch.
     metrics["train_images_per_second"] = (len(data.train) * len(result.history) / train_seconds
                                           if train_seconds else None)
+    metrics["timing"] = {**CLOCK.take(), **(timing or {})}
     atomic_write_json(run_dir / "metrics.json", metrics)
     if metrics["test_acc"] is not None:
         log.info("Best epoch %d: val_acc %.4f — test_acc %.4f test_loss %.4f (%s)", result.best_epoch,
                  metrics["best_val_acc"], metrics["test_acc"], metrics["test_loss"], run_dir)
-    else:
+    elif best_weights is None:
         log.warning("No epoch finished, so there is no best checkpoint to test (%s).", run_dir)
     return metrics

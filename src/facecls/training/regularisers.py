@@ -16,7 +16,6 @@ from typing import Callable
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torchvision.transforms import v2
 
 from facecls.errors import UserError
 
@@ -24,6 +23,10 @@ from facecls.errors import UserError
 def build_mixer(mixup_alpha: float | None, cutmix_alpha: float | None, num_classes: int) -> Callable | None:
     """(images, labels) → (mixed images, label probabilities), or None when both are off.
     With both on, each batch uses one of the two, chosen at random."""
+
+    if not mixup_alpha and not cutmix_alpha:
+        return None
+    from torchvision.transforms import v2  # deferred: `import torchvision` loads its whole model zoo
 
     options = []
     for name, alpha, cls in (("mixup", mixup_alpha, v2.MixUp), ("cutmix", cutmix_alpha, v2.CutMix)):
@@ -63,7 +66,8 @@ class WeightAverage:
         key_of = {id(t): k for k, t in model.state_dict(keep_vars=True).items()}
         state = model.state_dict()
         for raw, average in zip(self.source.state_dict(keep_vars=True).values(), self.module.state_dict().values()):
-            state[key_of[id(raw)]] = average
+            if id(raw) in key_of:  # a loss head trained with the model is no part of it
+                state[key_of[id(raw)]] = average
         return state
 
     def state_dict(self) -> dict:

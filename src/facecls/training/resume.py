@@ -26,10 +26,16 @@ def load_resume_checkpoint(run_dir: Path) -> Checkpoint | None:
     return ckpt
 
 
-def restore_training_state(ckpt: Checkpoint, model, optimizer, scheduler, stopper, ema=None) -> ResumePoint:
-    """Put weights, optimizer, scheduler, early-stopping counter and weight average back;
+def restore_training_state(ckpt: Checkpoint, model, optimizer, scheduler, stopper, ema=None,
+                           loss_head=None) -> ResumePoint:
+    """Put weights, loss head, optimizer, scheduler, early-stopping counter and weight average back;
     return where ``fit`` continues (epoch, history, random states)."""
     restore_model(model, ckpt.model, source="checkpoints/last.pt")
+    if loss_head is not None:
+        if ckpt.loss_head is None:
+            raise UserError("checkpoints/last.pt has no loss head (it was trained without model.embedding_dim) "
+                            "— resume with the config it was trained with, or start a new run.")
+        restore_model(loss_head, ckpt.loss_head, source="checkpoints/last.pt (loss head)")
     optimizer.load_state_dict(ckpt.optimizer)
     if scheduler is not None and ckpt.scheduler:
         scheduler.load_state_dict(ckpt.scheduler)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-from torchvision.transforms.v2 import functional as TF
 
 from facecls.data.augment.base import (
     BatchTransform,
@@ -105,6 +104,7 @@ class TrivialAugment(BatchTransform):
     @staticmethod
     def _colour(name: str, x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """torchvision's float formulas, with one ``value`` per image."""
+        from torchvision.transforms.v2 import functional as TF  # deferred: torchvision loads its model zoo
 
         if name == "brightness":
             return _blend(x, 0.0, 1.0 + value)

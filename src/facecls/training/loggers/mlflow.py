@@ -16,8 +16,10 @@ import contextlib
 import logging
 import os
 import subprocess
+import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import facecls
 from facecls.training.loggers.base import RunInfo, RunLogger, file_lock, numeric_items, require
@@ -27,6 +29,39 @@ log = logging.getLogger(__name__)
 RUN_ID_FILE = "mlflow_run_id"
 PARENT_ID_FILE = "mlflow_parent_run_id"  # in a sweep dir
 BATCH = 100  # MLflow's limit of params (and tags) per log_batch call
+
+
+class StoreNotWritable(RuntimeError):
+    """A local MLflow store facecls cannot write (turned into the tracker's one warning)."""
+
+
+def check_store(uri: str) -> None:
+    """Fail at once, in one line, for a local store (``sqlite:///FILE``, ``file:DIR`` or a plain
+    path) that cannot be written: handed over, MLflow retries a read-only SQLite database with
+    back-off (measured: 113 s and ten retry warnings). A server URI is left to its own timeouts
+    (http_retries, http_timeout)."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):]).expanduser()
+        folder = path.parent
+    elif uri.startswith("file:") or "://" not in uri and uri:
+        path = folder = Path(urlparse(uri).path if uri.startswith("file:") else uri).expanduser()
+    else:
+        return
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"'{existing}' is a file")
+        fd, probe = tempfile.mkstemp(prefix=".facecls-write-check.", dir=existing)  # SQLite writes a journal beside
+        os.close(fd)
+        os.unlink(probe)
+        if path.is_file():
+            with open(path, "ab"):
+                pass
+    except OSError as err:
+        raise StoreNotWritable(f"the MLflow store {uri} is not writable ({(err.strerror or str(err)).lower()}) — "
+                               "set logger.mlflow.tracking_uri to a writable place") from None
 
 
 class MlflowLogger(RunLogger):
@@ -53,6 +88,7 @@ class MlflowLogger(RunLogger):
         if info.resumed and id_file.is_file():
             # The same MLflow run, in the store it was created in (unless tracking_uri says otherwise).
             run_id, _, first_uri = id_file.read_text().strip().partition("\n")
+            check_store(self.tracking_uri or first_uri.strip() or "")
             self.client = MlflowClient(tracking_uri=self.tracking_uri or first_uri.strip() or None)
             self.run_id = run_id.strip()
             self.client.update_run(self.run_id, status="RUNNING")
@@ -65,6 +101,7 @@ class MlflowLogger(RunLogger):
             artifacts = (info.output_dir / "mlartifacts").as_uri()
             # creating the tables (first use) and the experiment are not safe to race
             lock = file_lock(info.output_dir / "mlflow.db.lock")
+        check_store(uri)  # before MLflow: it retries a read-only database for minutes, warning each time
         with lock:
             self.client = MlflowClient(tracking_uri=uri)
             experiment_id = self._experiment(self.experiment_name or info.experiment or "facecls", artifacts)
