@@ -31,7 +31,8 @@ def main(cfg: DictConfig):
     from facecls.inference.loading import load_run
     from facecls.inspect.tensorboard import figures_to_tensorboard
 
-    run = load_run(cfg.ckpt, cfg.trainer.device, cfg.data.root, cfg.paths.cache_dir)
+    # first-layer weights mean the same in an embedding model; predictions and attribution read class scores
+    run = load_run(cfg.ckpt, cfg.trainer.device, cfg.data.root, cfg.paths.cache_dir, allow_embedding=kind == "weights")
     module, function = KINDS[kind]
     out = run.output_dir(cfg.out)
     with figures_to_tensorboard(run, out, f"visualize_{kind}"):  # a run with <run>/tb gets the figures too

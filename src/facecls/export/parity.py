@@ -40,7 +40,7 @@ def parity_images(ckpt_path, split: str, max_images: int, size: int, cache_dir: 
     """Up to ``max_images`` uint8 images of the run's ``split``; seeded random pixels when the
     run's data is not on this machine (said in the report)."""
     try:
-        run = load_run(ckpt_path, "cpu", cache_dir=cache_dir, progress=False)
+        run = load_run(ckpt_path, "cpu", cache_dir=cache_dir, progress=False, allow_embedding=True)
         images = run.data.split(split).inputs[:max_images]
         if images.dtype == torch.uint8 and len(images):
             return images, f"{split}-split"

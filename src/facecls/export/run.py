@@ -33,7 +33,8 @@ def run_export(cfg) -> dict:
     if cfg.parity.split not in ("train", "val", "test"):
         raise UserError(f"parity.split={cfg.parity.split} is unknown — use val, test or train.")
     writer, file_name = FORMATS[cfg.format]
-    reference = checkpoint_runner(Path(cfg.ckpt).expanduser(), "cpu")
+    # an embedding model carries the threshold facecls verify chose (verify.json of the run) for `far`
+    reference = checkpoint_runner(Path(cfg.ckpt).expanduser(), "cpu", far=cfg.get("far"))
     path = output_path(cfg, file_name)
     path.parent.mkdir(parents=True, exist_ok=True)
     options = OmegaConf.to_container(cfg[cfg.format], resolve=True) if cfg.get(cfg.format) else {}

@@ -65,6 +65,15 @@ def read_gallery(path: str | Path) -> dict:
     return data
 
 
+def check_gallery_model(gallery: dict, gallery_path: Path, fingerprint: str | None, model: str) -> None:
+    """Refuse, in one line, to compare with a gallery another model embedded (``fingerprint``: the
+    weights fingerprint of ``model``, the checkpoint or exported file about to embed the photos)."""
+    if fingerprint != gallery["model"]["fingerprint"]:
+        raise UserError(f"the gallery {gallery_path} was enrolled by another model (fingerprint "
+                        f"{gallery['model']['fingerprint']}, {gallery['model']['ckpt']}) than {model} "
+                        f"({fingerprint}) — identify with that checkpoint (ckpt=…) or enrol again with this one.")
+
+
 # --------------------------------------------------------------------------- enrolment
 
 def scan_gallery(folder: Path) -> dict[str, tuple[str, int, int]]:

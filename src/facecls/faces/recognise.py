@@ -17,6 +17,7 @@ from facecls.errors import UserError
 from facecls.faces.embedder import load_embedder
 from facecls.faces.gallery import (
     UNKNOWN,
+    check_gallery_model,
     choose_threshold,
     enroll,
     identify_rows,
@@ -67,11 +68,7 @@ def run_identify(cfg: DictConfig) -> dict:
     out = check_writable_dir(Path(str(cfg.out)).expanduser() if cfg.out else gallery_path.parent / "identify",
                              need_bytes=2**20, what="identification results", fix="pass out=DIR on a writable disk")
     embedder = load_embedder(ckpt, cfg.trainer.device, cfg.trainer.eval_batch_size)
-    if embedder.fingerprint != gallery["model"]["fingerprint"]:
-        raise UserError(f"the gallery {gallery_path} was enrolled by another model (fingerprint "
-                        f"{gallery['model']['fingerprint']}, {gallery['model']['ckpt']}) than {ckpt} "
-                        f"({embedder.fingerprint}) — identify with that checkpoint (ckpt=…) or enrol again with "
-                        "this one.")
+    check_gallery_model(gallery, gallery_path, embedder.fingerprint, str(ckpt))
     root, files = list_inputs(cfg.input)
     embedded, _ = embedder.embed_files(root, files, flip=bool(gallery.get("flip")), cache_dir=None,
                                        keep_pixels=int(cfg.count))

@@ -114,7 +114,8 @@ def auto_pairs(cfg: DictConfig, embedder: Embedder, out: Path) -> PairScores:
         value = v[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise UserError(f"verify.{key}={value} is invalid — give a whole number >= {least} (LFW: 10 folds of 300).")
-    run = load_run(cfg.ckpt, cfg.trainer.device, (cfg.get("data") or {}).get("root"), cfg.paths.cache_dir)
+    run = load_run(cfg.ckpt, cfg.trainer.device, (cfg.get("data") or {}).get("root"), cfg.paths.cache_dir,
+                   allow_embedding=True)
     if OmegaConf.select(run.config, "data.split.by", default="image") != "identity":
         log.warning("This run split by image (data.split.by=image): its test people were seen in training, so "
                     "this measures closed-set verification — train with data.split.by=identity for unseen people.")

@@ -64,12 +64,26 @@ def rebuild_model(ckpt: Checkpoint, num_classes: int, source: str) -> torch.nn.M
     return model
 
 
+def refuse_embedding_model(cfg: DictConfig, source: str | Path) -> None:
+    """One line for a command that scores class logits (eval, predict, robustness, visualize, …)
+    handed an embedding model: its output would be read as logits and every figure would be wrong."""
+    dim = OmegaConf.select(cfg, "model.embedding_dim", default=None)
+    if dim:
+        loss = str(OmegaConf.select(cfg, "loss._target_", default="") or "").rsplit(".", 1)[-1].lower()
+        raise UserError(f"{source} is an embedding model (model.embedding_dim={dim}{', loss=' + loss if loss else ''}"
+                        "): it outputs face embeddings, not class scores — score it with facecls verify ckpt=… "
+                        "(pairs) or facecls enroll + facecls identify (a gallery).")
+
+
 def load_run(ckpt_path: str | Path, device_name: str = "auto", data_root: str | None = None,
-             cache_dir: str | None = None, progress: bool | None = None) -> LoadedRun:
-    """Load ``ckpt_path`` and rebuild its data (same split) and model."""
+             cache_dir: str | None = None, progress: bool | None = None, allow_embedding: bool = False) -> LoadedRun:
+    """Load ``ckpt_path`` and rebuild its data (same split) and model. An embedding model is
+    refused in one line unless ``allow_embedding`` (callers that embed: verify, export's parity)."""
     device = select_device(device_name)
     ckpt = load_checkpoint(ckpt_path)
     cfg = OmegaConf.create(ckpt.config)
+    if not allow_embedding:
+        refuse_embedding_model(cfg, ckpt_path)
     if data_root:
         cfg.data.root = data_root
         cfg.data.source.root = data_root

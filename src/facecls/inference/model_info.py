@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 import facecls
 from facecls.data.preprocess import Preprocess
+from facecls.errors import UserError
 from facecls.inference.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
@@ -103,11 +104,14 @@ def far_key(far: float) -> str:
     return f"{far:.0e}"
 
 
-def verification_threshold(run_dir: Path | None, fingerprint: str, far: float | None) -> tuple[float | None, str | None]:
+def verification_threshold(run_dir: Path | None, fingerprint: str,
+                           far: float | None) -> tuple[float | None, str | None]:
     """The decision threshold ``facecls verify`` chose for this model, from ``run_dir/verify.json``:
-    its threshold for ``far`` (TAR@FAR table), or with ``far`` None the one it reported (its best
-    accuracy, or ``verify.far``). (None, None) when there is none for these weights — a verify.json
+    its threshold for ``far`` (TAR@FAR table), else (``far`` None or not measured) the one it reported
+    (its best accuracy, or ``verify.far``). (None, None) when there is none for these weights — a verify.json
     of other weights (another checkpoint of the run) or of mirror-fused scores is not used."""
+    if far is not None and (isinstance(far, bool) or not isinstance(far, (int, float)) or not 0 < far <= 1):
+        raise UserError(f"far={far} is not a rate — give a false-accept rate in (0, 1], e.g. far=1e-3 (or null).")
     path = run_dir / "verify.json" if run_dir else None
     if path is None or not path.is_file():
         return None, None
@@ -125,17 +129,18 @@ def verification_threshold(run_dir: Path | None, fingerprint: str, far: float | 
         log.warning("%s scored mirror-fused embeddings (verify.flip=true): its thresholds do not fit single images "
                     "— run facecls verify with verify.flip=false for a threshold.", path)
         return None, None
-    if far is None:
-        if verify.get("threshold") is None:
-            return None, None
-        return float(verify["threshold"]), f"verify.json: {verify.get('threshold_rule', 'its threshold')}"
-    entry = (verify.get("tar_at_far") or {}).get(far_key(float(far)))
-    if entry is None:
-        log.warning("%s measured no threshold for FAR %s (it has %s): no verification threshold — pass far=null for "
-                    "its own threshold, or run facecls verify with more pairs.", path, far_key(float(far)),
-                    ", ".join(verify.get("tar_at_far") or {}) or "none")
+    entry = (verify.get("tar_at_far") or {}).get(far_key(float(far))) if far is not None else None
+    if entry is not None:
+        return float(entry["threshold"]), f"verify.json: FAR {far_key(float(far))} on pairs of unseen people"
+    if verify.get("threshold") is None:
         return None, None
-    return float(entry["threshold"]), f"verify.json: FAR {far_key(float(far))} on pairs of people the model never saw"
+    own = f"verify.json: {verify.get('threshold_rule', 'its threshold')}"
+    if far is not None:
+        log.warning("%s measured no threshold for FAR %s (it has FAR %s): using its own threshold (%s) — run facecls "
+                    "verify with more pairs for that FAR.", path, far_key(float(far)),
+                    ", ".join(verify.get("tar_at_far") or {}) or "none", own)
+        own = f"{own} (FAR {far_key(float(far))} was not measured)"
+    return float(verify["threshold"]), own
 
 
 def describe_checkpoint(ckpt: Checkpoint, path: str | Path, run_dir: Path | None = None,

@@ -140,17 +140,20 @@ def load_torchscript(path: Path, device: torch.device) -> ScriptRunner:
     return ScriptRunner(module, ModelInfo.from_dict(json.loads(extra[EXTRA_FILE])), path, device)
 
 
-def checkpoint_runner(path: Path, device: torch.device) -> TorchRunner:
-    """The checkpoint's model behind its normalisation, fp32, in eval mode."""
+def checkpoint_runner(path: Path, device: torch.device, far: float | None = None) -> TorchRunner:
+    """The checkpoint's model behind its normalisation, fp32, in eval mode; an embedding model's
+    threshold is the one facecls verify chose for ``far`` (model_info.verification_threshold)."""
     ckpt = load_checkpoint(path)
     model = rebuild_model(ckpt, len(ckpt.classes), source=str(path))
-    info = describe_checkpoint(ckpt, path, run_dir_of(path))
+    info = describe_checkpoint(ckpt, path, run_dir_of(path), far)
     return TorchRunner(NormalisedModel(model, ckpt.preprocessing()), info, path, device)
 
 
-def open_runner(path: str | os.PathLike, device: torch.device | str = "cpu", threads: int | None = None) -> Runner:
+def open_runner(path: str | os.PathLike, device: torch.device | str = "cpu", threads: int | None = None,
+                far: float | None = None) -> Runner:
     """The runner for ``path``: ``.onnx`` → ONNX Runtime, a TorchScript archive → TorchScript,
-    anything else → a facecls checkpoint."""
+    anything else → a facecls checkpoint (``far``: see :func:`checkpoint_runner`; an exported
+    file carries the threshold chosen at export)."""
     path = Path(path).expanduser()
     device = torch.device(device)
     if not path.is_file():
@@ -160,4 +163,4 @@ def open_runner(path: str | os.PathLike, device: torch.device | str = "cpu", thr
         return OnnxRunner(path, device, threads)
     if is_torchscript(path):
         return load_torchscript(path, device)
-    return checkpoint_runner(path, device)
+    return checkpoint_runner(path, device, far)

@@ -156,7 +156,8 @@ def run_predict(cfg) -> dict:
     runner = open_runner(source, device)  # a checkpoint, an ONNX or a TorchScript file: one interface
     info = runner.info
     if info.output != "logits":
-        raise UserError(f"'{source}' is an embedding model — it names no classes; use facecls identify.")
+        raise UserError(f"'{source}' is an embedding model: it outputs face embeddings, not class scores — use "
+                        "facecls verify (pairs) or facecls enroll + facecls identify (a gallery).")
     out = Path(cfg.out).expanduser() if cfg.out else default_out(source)
     check_writable_dir(out, what="predictions", need_bytes=2**20)  # before the work, not after it
     prep = info.preprocessing()

@@ -379,3 +379,44 @@ def parameters_up_to(net: nn.Module, nodes: list[str], node: str) -> list[str]:
         if first is not None and first <= stop:
             frozen.append(pname)
     return frozen
+
+
+MIN_STAGES = 4  # fewer top-level stages than this (mobilenet's one `features`): split the largest
+
+
+def stages(net: nn.Module, nodes: list[str], leave_out: str) -> list[list[str]]:
+    """``net``'s parameter names by stage, in forward order, leaving out the module ``leave_out``
+    (the classifier). A stage is a top-level module (resnet: conv1, bn1, layer1…layer4); while
+    there are fewer than ``MIN_STAGES``, the largest splittable stage is split into its children
+    (mobilenet/efficientnet's ``features`` → features.0, features.1, …), its own parameters
+    (ViT's encoder.pos_embedding) a stage of their own before them. Parameters held by ``net``
+    itself (ViT's class token) come first. Every name is a module ``facecls models`` lists."""
+    owners = {pname: pname.rpartition(".")[0] for pname, _ in net.named_parameters()
+              if not (pname.startswith(f"{leave_out}.") or pname.rpartition(".")[0] == leave_out)}
+
+    def key(owner: str, depth: dict[str, int]) -> str:
+        parts = owner.split(".") if owner else []
+        k = 1
+        while k <= len(parts) and depth.get(".".join(parts[:k])) is not None:
+            k += 1  # this prefix was split: go one level deeper
+        return ".".join(parts[:k]) if parts[:k] and k <= len(parts) else owner
+
+    split: dict[str, int] = {}
+    while True:
+        groups: dict[str, list[str]] = {}
+        for pname, owner in owners.items():
+            groups.setdefault(key(owner, split), []).append(pname)
+        splittable = [g for g in groups if g and len({key(o, {**split, g: 1}) for p, o in owners.items()
+                                                        if p in groups[g]}) > 1]
+        if len(groups) >= MIN_STAGES or not splittable:
+            break
+        split[max(splittable, key=lambda g: sum(net.get_parameter(p).numel() for p in groups[g]))] = 1
+
+    def position(group: str) -> int:
+        if not group:
+            return -1
+        hits = [i for i, n in enumerate(nodes) if n == group or n.startswith(f"{group}.") or group.startswith(f"{n}.")]
+        own = group in split  # a split module's own parameters come before its children
+        return (min(hits) if hits else len(nodes)) * 2 - own
+
+    return [groups[g] for g in sorted(groups, key=position)]

@@ -4,7 +4,9 @@ trained end to end needs. Every facecls model subclasses :class:`FaceModel`.
 * ``preprocess(model_cfg)`` (classmethod) — how images are decoded for it: by default
   squashed to ``model_cfg.input_size``; a pretrained model returns its weights' pipeline.
 * ``param_groups(lr)`` — what the optimizer gets: by default every trainable parameter;
-  a finetuned model gives its backbone a smaller learning rate.
+  a finetuned model gives its backbone a smaller learning rate (or one per stage: layer decay).
+* ``start_epoch(epoch)`` — told before each training epoch: a staged fine-tune trains its
+  head alone for ``freeze_epochs``, then the whole network.
 * ``training_view(data, prepare, features, augmented)`` — what actually trains, on what
   data: by default the model itself on the images; a frozen backbone trains its head on
   features computed once (:class:`facecls.data.features.FeatureCache`).
@@ -55,6 +57,10 @@ class FaceModel(nn.Module):
         if not params:
             raise UserError("the model has no trainable parameters — check model.freeze.")
         return params
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called before each training epoch (1-based; a resumed run too): staged fine-tuning
+        (``model.freeze_epochs``) unfreezes its backbone here. Plain models change nothing."""
 
     def training_view(self, data, prepare: Callable, features, augmented: bool) -> TrainingView:
         """The model itself trains on the images. ``features`` (a FeatureCache) is there for

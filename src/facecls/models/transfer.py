@@ -87,3 +87,18 @@ def head_and_backbone_groups(model: nn.Module, head: nn.Module, lr: float, backb
     if backbone:
         groups.append({"params": backbone, "lr": lr * backbone_lr_mult})
     return groups
+
+
+def layer_decay_groups(net: nn.Module, head: nn.Module, stages: list[list[str]], backbone_lr: float, decay: float,
+                       lr: float) -> list[dict]:
+    """Layer-wise LR decay (timm's ``--layer-decay``, BEiT/ELECTRA): the new classifier at ``lr``
+    (first group), the backbone's last stage at ``backbone_lr × decay``, the one before at
+    ``backbone_lr × decay²``, …; frozen parameters and empty stages are left out. Each group
+    carries its ``stage`` (its first parameter's module) for logs and tests."""
+    groups = [{"params": list(head.parameters()), "lr": lr}]
+    for depth, names in enumerate(reversed(stages), start=1):
+        params = [net.get_parameter(n) for n in names if net.get_parameter(n).requires_grad]
+        if params:
+            groups.append({"params": params, "lr": backbone_lr * decay ** depth,
+                           "stage": names[0].rpartition(".")[0]})
+    return groups

@@ -21,8 +21,11 @@ from starlette.exceptions import HTTPException
 
 import facecls
 from facecls.data.faces import Detector, FaceCrop
+from facecls.errors import UserError
+from facecls.faces.gallery import identify_rows
 from facecls.inference.runners import Runner
 from facecls.serve.batcher import Batcher, Direct
+from facecls.serve.gallery import ServedGallery, fused_embeddings
 from facecls.serve.uploads import BadRequest, Upload, decode_upload, read_images
 
 log = logging.getLogger("facecls.serve")
@@ -67,8 +70,8 @@ def png_data_url(pixels: torch.Tensor) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def create_app(runner: Runner, settings: Settings) -> FastAPI:
-    """The service for ``runner`` (see the module docstring)."""
+def create_app(runner: Runner, settings: Settings, gallery: ServedGallery | None = None) -> FastAPI:
+    """The service for ``runner`` (see the module docstring); ``gallery`` answers /identify."""
     info = runner.info
     prep = info.preprocessing()
     faces = FaceCrop(**info.faces)
@@ -131,15 +134,20 @@ def create_app(runner: Runner, settings: Settings) -> FastAPI:
                 "batching": {"on": settings.batching, "max_batch": settings.max_batch,
                              "max_wait_ms": settings.max_wait_ms},
                 "limits": {"max_upload_mb": settings.max_upload_mb, "max_files": settings.max_files,
-                           "max_megapixels": settings.max_megapixels}}
+                           "max_megapixels": settings.max_megapixels},
+                "gallery": gallery.describe() if gallery else None}
 
-    async def score_uploads(request: Request):
-        """The request's images, decoded (in threads: PIL releases the GIL) and scored in a shared batch."""
+    async def score_uploads(request: Request, flip: bool = False):
+        """The request's images, decoded (in threads: PIL releases the GIL) and scored in a shared batch
+        (``flip``: their mirror images too, as rows N…2N-1 of the outputs)."""
         start = time.perf_counter()
         uploads = await read_images(request, max_bytes, settings.max_files)
         decoded = [await run_in_threadpool(decode_upload, u, prep, detector, max_pixels) for u in uploads]
         decode_ms = (time.perf_counter() - start) * 1000
-        return uploads, decoded, await scorer.score(torch.stack([pixels for pixels, _ in decoded])), decode_ms
+        images = torch.stack([pixels for pixels, _ in decoded])
+        if flip:
+            images = torch.cat([images, images.flip(-1)])
+        return uploads, decoded, await scorer.score(images), decode_ms
 
     def timing(start: float, decode_ms: float, scored) -> dict:
         return {"engine": runner.kind, "batch_images": scored.batch_images,
@@ -184,14 +192,33 @@ def create_app(runner: Runner, settings: Settings) -> FastAPI:
         a, b = torch.nn.functional.normalize(scored.outputs.float(), dim=1)
         similarity = float((a * b).sum())
         chosen = threshold if threshold is not None else info.threshold
+        rule = "threshold= given" if threshold is not None else info.threshold_rule
+        # facecls verify's rule: the same person when the similarity is strictly above the threshold
         return {"files": [u.name for u in uploads], "boxes": [box for _, box in decoded],
-                "similarity": round(similarity, 6), "threshold": chosen,
-                "same": None if chosen is None else similarity >= chosen, **timing(start, decode_ms, scored)}
+                "similarity": round(similarity, 6), "threshold": chosen, "threshold_rule": rule,
+                "same": None if chosen is None else similarity > chosen, **timing(start, decode_ms, scored)}
 
     @app.post("/identify", openapi_extra=MULTIPART)
-    async def identify():
-        """Images → the nearest enrolled identities of a gallery (embedding models)."""
+    async def identify(request: Request, threshold: float | None = Query(None, ge=-1, le=1, description=(
+            "decision threshold on the cosine similarity; default: the gallery's for serve.far")),
+            far: float | None = Query(None, gt=0, le=1, description="use the gallery's threshold for this FAR")):
+        """Images → per image the best enrolled person, its similarity, the runner-up and the decision
+        (the person, or ``unknown`` at or below the threshold) — as facecls identify answers."""
         embedding_only("/identify")
-        raise BadRequest(501, "/identify is not available yet: serving a gallery (facecls enroll) is still to come")
+        if gallery is None:
+            raise BadRequest(409, "no gallery is loaded — start the server with gallery=FILE (a file written by "
+                                  "facecls enroll with this model)")
+        try:
+            chosen, rule = gallery.decide(far, threshold)
+        except UserError as err:
+            raise BadRequest(422, str(err)) from None
+        start = time.perf_counter()
+        uploads, decoded, scored, decode_ms = await score_uploads(request, flip=gallery.flip)
+        rows = identify_rows(fused_embeddings(scored.outputs, len(uploads), gallery.flip), gallery.gallery, chosen)
+        results = [{"file": upload.name, "box": box, **row, "similarity": round(row["similarity"], 6),
+                    "runner_up_similarity": None if row["runner_up_similarity"] is None
+                    else round(row["runner_up_similarity"], 6)}
+                   for upload, (_, box), row in zip(uploads, decoded, rows)]
+        return {"results": results, "threshold": chosen, "threshold_rule": rule, **timing(start, decode_ms, scored)}
 
     return app

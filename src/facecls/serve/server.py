@@ -15,6 +15,7 @@ from facecls.errors import UserError
 from facecls.inference.device import select_device
 from facecls.inference.runners import open_runner
 from facecls.serve.app import Settings, create_app
+from facecls.serve.gallery import open_gallery
 
 log = logging.getLogger("facecls.serve")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -47,11 +48,13 @@ def run_server(cfg) -> None:
     threads = int(cfg.serve.threads or os.cpu_count() or 1)
     torch.set_num_threads(threads)
     settings = settings_from(cfg)
-    runner = open_runner(cfg.model_file, select_device(cfg.device), threads)
+    far = cfg.serve.get("far")
+    runner = open_runner(cfg.model_file, select_device(cfg.device), threads, far=far)
+    gallery = open_gallery(cfg.gallery, runner, far) if cfg.get("gallery") else None
     if str(cfg.host) not in LOOPBACK:
         log.warning("Listening on %s: other machines can send photos to this service (faces are personal data).",
                     cfg.host)
-    app = create_app(runner, settings)
+    app = create_app(runner, settings, gallery)
     config = uvicorn.Config(app, host=str(cfg.host), port=int(cfg.port), access_log=False, log_config=None,
                             timeout_graceful_shutdown=float(cfg.serve.graceful_shutdown_s), server_header=False)
     log.info("facecls serve: http://%s:%d/ (page), /docs (API), %d thread(s)", cfg.host, cfg.port, threads)

@@ -7,6 +7,7 @@ and the model's own ``train()`` keeps frozen parts in eval mode.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -16,6 +17,7 @@ from typing import Callable, Protocol
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from facecls.config.checks import MONITORS
@@ -97,6 +99,13 @@ class LoopSettings:
     loss_head: bool = False  # the net is a training.losses.WithLossHead: its forward takes the labels (margin)
     verification: Callable | None = None  # open-set runs: net → val_verif_acc (training.open_set.Verification)
     closed_set_val: bool = True  # False with data.split.by=identity: val people are no training class (NaN)
+    accumulate: int = 1  # trainer.accumulate: micro-batches per optimizer step (effective batch = batch_size × this)
+    epoch_start: Callable[[int], None] | None = None  # the model's start_epoch (staged fine-tuning), before each pass
+
+    def __post_init__(self):
+        if isinstance(self.accumulate, bool) or not isinstance(self.accumulate, int) or self.accumulate < 1:
+            raise UserError(f"trainer.accumulate={self.accumulate} is invalid — use a whole number >= 1 "
+                            "(micro-batches per optimizer step).")
 
     @property
     def eval(self) -> EvalSettings:
@@ -146,6 +155,21 @@ class EpochTotals:
     correct: torch.Tensor
 
 
+def batches_per_epoch(n_train: int, settings: LoopSettings) -> int:
+    """Training batches one epoch takes on this process (its DDP share; ``limit_batches`` applied)."""
+    n_batches = math.ceil(math.ceil(n_train / settings.dist.world_size) / settings.batch_size)
+    limit = settings.limit_batches
+    if limit is not None:
+        n_batches = min(n_batches, max(1, int(limit) if limit >= 1 else math.ceil(n_batches * limit)))
+    return n_batches
+
+
+def optimizer_steps_per_epoch(n_train: int, settings: LoopSettings) -> int:
+    """Optimizer steps of one epoch: one per ``accumulate`` micro-batches, and one at the epoch's end
+    for a last, shorter window (what a ``sched.interval=step`` schedule counts)."""
+    return math.ceil(batches_per_epoch(n_train, settings) / settings.accumulate)
+
+
 class _Pass:
     """What every training pass of one ``fit`` shares: the loss, the gradient scaler, the batch
     order and how many batches an epoch takes."""
@@ -156,11 +180,7 @@ class _Pass:
         self.scaler = torch.amp.GradScaler(enabled=settings.amp and settings.device.type == "cuda"
                                            and not torch.cuda.is_bf16_supported())
         self.order = torch.Generator().manual_seed(settings.seed)  # the batch order, reproducible from the seed
-        n_batches = math.ceil(math.ceil(len(data.train) / settings.dist.world_size) / settings.batch_size)
-        limit = settings.limit_batches
-        if limit is not None:
-            n_batches = min(n_batches, max(1, int(limit) if limit >= 1 else math.ceil(n_batches * limit)))
-        self.n_batches = n_batches
+        self.n_batches = batches_per_epoch(len(data.train), settings)
         # A non-finite loss is looked for before each step on the CPU (free there); on a GPU that
         # look is a host-device sync, so it checks the epoch's running loss sum every few steps.
         self.check_every = 1 if settings.device.type == "cpu" else FINITE_CHECK_STEPS
@@ -168,10 +188,14 @@ class _Pass:
 
 def train_one_epoch(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimizer,
                     settings: LoopSettings, shared: _Pass, epoch: int, *, stop=None, ema=None,
-                    quiet: bool | None = None) -> tuple[EpochTotals, StopReason | None]:
-    """One pass over shuffled training batches: forward → loss → backward → step (→ EMA update).
-    Returns the pass's sums and, when it had to stop inside the pass, why (diverged, interrupted)."""
+                    quiet: bool | None = None, scheduler=None) -> tuple[EpochTotals, StopReason | None]:
+    """One pass over shuffled training batches: forward → loss → backward → step (→ EMA update,
+    → a per-step schedule's step). With ``settings.accumulate`` = N the optimizer steps once per N
+    micro-batches on their mean loss's gradient. Returns the pass's sums and, when it had to stop
+    inside the pass, why (diverged, interrupted)."""
     dist, device = settings.dist, settings.device
+    accumulate, pending = settings.accumulate, False
+    per_step = scheduler if scheduler is not None and scheduler.per_step else None
     totals = EpochTotals(0, torch.zeros((), dtype=torch.float64, device=device),
                          torch.zeros((), dtype=torch.int64, device=device))
     batches = tqdm(iterate_batches(data.train, settings.batch_size, shuffle=True, generator=shared.order,
@@ -191,15 +215,21 @@ def train_one_epoch(net: nn.Module, data, prepare: Callable, optimizer: torch.op
             loss = shared.criterion(logits.float(), target)
         if shared.check_every == 1 and dist.any(not torch.isfinite(loss)):  # DDP: all ranks stop together
             return totals, StopReason.DIVERGED
-        optimizer.zero_grad(set_to_none=True)
-        shared.scaler.scale(loss).backward()
-        if settings.grad_clip:
-            shared.scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
-        shared.scaler.step(optimizer)
-        shared.scaler.update()
-        if ema is not None:
-            ema.update()
+        if accumulate == 1:
+            optimizer.zero_grad(set_to_none=True)
+            shared.scaler.scale(loss).backward()
+            _optimizer_step(net, optimizer, settings, shared, ema, per_step)
+        else:  # gradient accumulation: the window's mean loss, one step per window (and at the epoch's end)
+            start = step - step % accumulate
+            window = min(accumulate, shared.n_batches - start)  # micro-batches in this window
+            pending = step + 1 < start + window
+            if step == start:
+                optimizer.zero_grad(set_to_none=True)
+            # DDP all-reduces the gradients only on the window's last backward
+            with net.no_sync() if pending and isinstance(net, DistributedDataParallel) else contextlib.nullcontext():
+                shared.scaler.scale(loss / window).backward()
+            if not pending:
+                _optimizer_step(net, optimizer, settings, shared, ema, per_step)
         totals.seen += len(y)
         totals.loss_sum += loss.detach().double() * len(y)
         totals.correct += (logits.argmax(1) == y).sum()
@@ -208,9 +238,26 @@ def train_one_epoch(net: nn.Module, data, prepare: Callable, optimizer: torch.op
             return totals, StopReason.DIVERGED
         if stop is not None and dist.any(stop.requested):
             return totals, StopReason.INTERRUPTED
+    if pending:  # the batches ran out before the window's end (fewer than counted): step what is there
+        _optimizer_step(net, optimizer, settings, shared, ema, per_step)
     if shared.check_every > 1 and dist.any(not torch.isfinite(totals.loss_sum)):
         return totals, StopReason.DIVERGED
     return totals, None
+
+
+def _optimizer_step(net: nn.Module, optimizer: torch.optim.Optimizer, settings: LoopSettings, shared: _Pass,
+                    ema, schedule) -> None:
+    """One optimizer step on the gradient in ``net`` (clipped as a whole), then the weight average
+    and a per-step schedule (``sched.interval=step``: torch's scheduler.step() after optimizer.step())."""
+    if settings.grad_clip:
+        shared.scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
+    shared.scaler.step(optimizer)
+    shared.scaler.update()
+    if ema is not None:
+        ema.update()
+    if schedule is not None:
+        schedule.step_batch()
 
 
 def close_epoch(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimizer, scheduler,
@@ -221,7 +268,8 @@ def close_epoch(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.
     seen, loss_sum, correct = settings.dist.sum(totals.seen, totals.loss_sum.item(), totals.correct.item())
     val = evaluate(net, data.val, prepare, settings.eval) if settings.closed_set_val else \
         {"loss": math.nan, "acc": math.nan}
-    lr = optimizer.param_groups[0]["lr"]
+    # interval=step: the LR of the epoch's last step (the optimizer holds the next step's by now)
+    lr = optimizer.param_groups[0]["lr"] if scheduler is None else scheduler.epoch_lr
     row = {"epoch": epoch, "lr": float(lr), "train_loss": loss_sum / seen, "train_acc": correct / seen,
            "val_loss": val["loss"], "val_acc": val["acc"]}
     if settings.verification is not None:  # open-set runs only: classifier rows keep their columns
@@ -274,8 +322,11 @@ def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimize
     started = time.perf_counter()
     for epoch in epochs:
         t0 = time.perf_counter()
+        if settings.epoch_start is not None:  # staged fine-tuning: the model (un)freezes its backbone
+            settings.epoch_start(epoch)
+            net.train()  # its train() keeps the BatchNorm statistics of frozen parts frozen
         totals, stopped = train_one_epoch(net, data, prepare, optimizer, settings, shared, epoch,
-                                          stop=stop, ema=ema, quiet=epochs.disable)
+                                          stop=stop, ema=ema, quiet=epochs.disable, scheduler=scheduler)
         if stopped is StopReason.INTERRUPTED:
             log.warning("%s received during epoch %d: stopping; the unfinished epoch is dropped.",
                         stop.requested, epoch)

@@ -27,7 +27,15 @@ from facecls.models.memory import check_training_memory
 from facecls.timing import CLOCK
 from facecls.training.checkpoint import CheckpointWriter
 from facecls.training.distributed import DistContext
-from facecls.training.engine import EarlyStopping, FitResult, LoopSettings, ResumePoint, StopReason, fit
+from facecls.training.engine import (
+    EarlyStopping,
+    FitResult,
+    LoopSettings,
+    ResumePoint,
+    StopReason,
+    fit,
+    optimizer_steps_per_epoch,
+)
 from facecls.training.imbalance import check_sampler, class_weights
 from facecls.training.interrupt import GracefulStop
 from facecls.training.loggers import EpochLog, Loggers, build_loggers, finish_loggers, run_info
@@ -49,7 +57,7 @@ def loop_settings(cfg: DictConfig, device: torch.device) -> LoopSettings:
                         grad_clip=t.grad_clip,
                         label_smoothing=OmegaConf.select(cfg, "loss.label_smoothing", default=t.label_smoothing),
                         progress=progress_flag(t.progress), seed=cfg.seed,
-                        limit_batches=t.get("limit_batches"))
+                        limit_batches=t.get("limit_batches"), accumulate=t.get("accumulate", 1))
 
 
 @dataclass(kw_only=True)
@@ -157,13 +165,13 @@ def build_run(cfg: DictConfig, run_dir: Path, dist: DistContext | None = None) -
         settings, mixer=build_mixer(cfg.aug.get("mixup_alpha"), cfg.aug.get("cutmix_alpha"), len(data.classes)),
         class_weights=class_weights(OmegaConf.select(cfg, "loss.class_weights", default=cfg.trainer.get(
             "class_weights")), data.train.labels, data.classes),
-        balanced_sampling=check_sampler(cfg.data.get("sampler")))
+        balanced_sampling=check_sampler(cfg.data.get("sampler")), epoch_start=model.start_epoch)
     settings = open_set.settings(settings, view.data, view.prepare)
 
     # _convert_: param groups reach the optimizer as plain dicts (not DictConfig)
     optimizer = instantiate(cfg.optim, params=open_set.param_groups(model.param_groups(cfg.optim.lr)),
                             _convert_="partial")
-    scheduler = build_schedule(cfg.get("sched"), optimizer)
+    scheduler = build_schedule(cfg.get("sched"), optimizer, optimizer_steps_per_epoch(len(view.data.train), settings))
     es = cfg.trainer.early_stopping
     stopper = EarlyStopping(monitor=open_set.monitor(cfg.trainer.monitor), patience=es.patience,
                             min_delta=es.min_delta)
