@@ -7,6 +7,8 @@ from helpers import run_cli
 
 CASES = {
     "unknown model": (["model=foo"], ["unknown model 'foo'", "convnet", "mlp"]),
+    "a backbone given as a model": (["model=resnet"], ["model=finetune model.name=resnet18"]),
+    "a typo of a model": (["model=mlpp"], ["did you mean model=mlp?"]),
     "unknown key": (["trainer.foo=1"], ["unknown key 'trainer.foo'", "max_epochs"]),
     "dropout out of range": (["reg=dropout", "reg.dropout.p=1.5"], ["reg.dropout.p=1.5", "0 <= p < 1"]),
     "zero batch size": (["trainer.batch_size=0"], ["trainer.batch_size=0", ">= 1"]),

@@ -5,6 +5,7 @@ requests share forward passes; uploads never reach the disk or the log; SIGTERM 
 request in flight and exits 0; the page works in headless Chromium (skipped without it)."""
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -205,6 +206,30 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(model):
             request.join(timeout=120)
         assert answer["r"].status_code == 200 and answer["r"].json()["results"]
         assert srv.proc.wait(timeout=60) == 0
+    finally:
+        srv.stop()
+
+
+def test_ctrl_c_twice_ends_quietly_with_one_line(model):
+    """Ctrl-C, then Ctrl-C again while a request waits (uvicorn's force quit): no CancelledError
+    traceback, one "stopped" line, exit 0."""
+    srv = Server(model[1], model[2], "serve.max_wait_ms=3000", "serve.threads=1")
+    try:
+        with httpx.Client(base_url=srv.url, timeout=60) as client:
+            def send() -> None:  # cut off by the force quit: its answer does not matter here
+                with contextlib.suppress(httpx.HTTPError):
+                    client.post("/predict", files=[("files", ("a.jpg", jpeg(32), "image/jpeg"))])
+
+            request = threading.Thread(target=send)
+            request.start()
+            time.sleep(0.5)
+            srv.proc.send_signal(signal.SIGINT)
+            time.sleep(0.3)
+            srv.proc.send_signal(signal.SIGINT)
+            assert srv.proc.wait(timeout=60) == 0
+            request.join(timeout=60)
+        log = srv.log.read_text()
+        assert log.count("stopped (SIGINT)") == 1 and "CancelledError" not in log and "Traceback" not in log, log
     finally:
         srv.stop()
 

@@ -5,7 +5,6 @@ score class logits refuse an embedding checkpoint in one line (and verify/export
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -120,14 +119,42 @@ def test_logit_commands_refuse_an_embedding_checkpoint_in_one_line(open_set, com
     assert len(err) == 1 and "embedding model" in err[0] and "facecls verify" in err[0], err
 
 
-def test_an_export_carries_the_verify_threshold_and_fingerprint(open_set):
+def test_an_export_carries_the_threshold_and_identifies_and_verifies_as_its_checkpoint(open_set, tmp_path,
+                                                                                          monkeypatch):
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
     from facecls.export.run import run_export
     from facecls.faces.gallery import read_gallery
 
-    ckpt, _, base = open_set
-    summary = run_export(compose("export", [f"ckpt={ckpt}", f"cache_dir={base / 'cache'}", "far=null"]))
-    meta = summary["metadata"]
-    assert meta["threshold"] == pytest.approx(read_json(base / "run" / "verify.json")["threshold"])
+    ckpt, people, base = open_set
+    summary = run_export(compose("export", [f"ckpt={ckpt}", f"cache_dir={base / 'cache'}", "far=null",
+                                            f"out={tmp_path / 'model.onnx'}"]))
+    meta, verified = summary["metadata"], read_json(base / "run" / "verify.json")
+    assert meta["threshold"] == pytest.approx(verified["threshold"]) and "verify.json" in meta["threshold_rule"]
     assert meta["fingerprint"] == read_gallery(base / "g.pt")["model"]["fingerprint"]
-    assert Path(summary["file"]).is_file()
+    # the gallery the checkpoint enrolled, identified through the ONNX file: the same answers
+    monkeypatch.setenv("FACECLS_CACHE_DIR", str(tmp_path / "cache"))
+    facecls(["identify", f"model={summary['file']}", f"gallery={base / 'g.pt'}", f"input={people}",
+             "far=0.1", f"out={tmp_path / 'id'}", "trainer.device=cpu"])
+    want = identify(open_set, "id-ckpt", "far=0.1")
+    got = {r["file"]: r for r in read_csv(tmp_path / "id" / "identify.csv")}
+    assert {f: r["decision"] for f, r in got.items()} == {f: r["decision"] for f, r in want.items()}
+    assert all(float(got[f]["similarity"]) == pytest.approx(float(want[f]["similarity"]), abs=1e-4) for f in want)
+    facecls(["verify", f"model={summary['file']}", f"pairs={base / 'pairs.txt'}", f"data.root={people}",
+             f"out={tmp_path / 'v'}", "trainer.device=cpu"])
+    again = read_json(tmp_path / "v" / "verify.json")
+    assert again["model_fingerprint"] == verified["model_fingerprint"]
+    assert again["accuracy_mean"] == verified["accuracy_mean"] and again["roc_auc"] == verified["roc_auc"]
+
+
+def test_the_threshold_comes_only_from_a_verify_json_of_the_same_weights(open_set):
+    from facecls.inference.model_info import verification_threshold
+
+    _, _, base = open_set
+    run_dir, verified = base / "run", read_json(base / "run" / "verify.json")
+    fingerprint = verified["model_fingerprint"]
+    assert verification_threshold(run_dir, fingerprint, None)[0] == pytest.approx(verified["threshold"])
+    threshold, rule = verification_threshold(run_dir, fingerprint, 1e-3)  # 4 different pairs cannot measure it
+    assert threshold == pytest.approx(verified["threshold"]) and "not measured" in rule
+    assert verification_threshold(run_dir, "0" * 16, None) == (None, None)  # another checkpoint of the run
+    with pytest.raises(UserError):
+        verification_threshold(run_dir, fingerprint, 2.0)

@@ -76,6 +76,19 @@ def test_pairs_auto_draws_from_the_test_people_and_writes_them(setup, tmp_path, 
     assert written[0] == "file_a,file_b,same,fold" and len(written) == 5
 
 
+def test_pairs_auto_sizes_itself_by_default_and_an_explicit_number_too_large_is_one_line(setup, tmp_path, capsys,
+                                                                                         monkeypatch):
+    ckpt, _, _ = setup
+    monkeypatch.setenv("FACECLS_CACHE_DIR", str(tmp_path / "cache"))
+    facecls(["verify", f"ckpt={ckpt}", "pairs=auto", "verify.folds=2", f"out={tmp_path}"])  # default: auto
+    result = read_json(tmp_path / "verify.json")
+    per_fold = result["n_same"] // 2
+    assert 1 <= per_fold < 300 and result["n_pairs"] == 4 * per_fold and result["n_folds"] == 2
+    line = one_line_error(capsys, f"ckpt={ckpt}", "pairs=auto", "verify.folds=2", "verify.pairs_per_fold=300",
+                          f"out={tmp_path / 'x'}")
+    assert "error: cannot draw 2 identity-disjoint folds of 300 same" in line
+
+
 def test_bad_pairs_lines_are_one_line_with_file_and_line(setup, tmp_path, capsys, monkeypatch):
     ckpt, tree, _ = setup
     monkeypatch.setenv("FACECLS_CACHE_DIR", str(tmp_path / "cache"))

@@ -153,6 +153,8 @@ def run_command(argv: list[str] | None = None) -> None:
 
     if command in ("predict", "serve"):  # model=FILE names a file here, not the `model` config group
         rest = [f"model_file={a[len('model='):]}" if a.startswith("model=") else a for a in rest]
+    if command in ("verify", "enroll", "identify"):  # model=FILE.onnx: an exported embedding model, as ckpt=
+        rest = [f"ckpt={a[len('model='):]}" if a.startswith("model=") else a for a in rest]
     if command == "suspects" and rest and "=" not in rest[0] and not rest[0].startswith("-"):
         rest[0] = f"sweep={rest[0]}"  # `facecls suspects SWEEP_DIR`
     if command == "summarize":

@@ -2,12 +2,14 @@
 clear line that lists the allowed values (Hydra's own message spans a screen)."""
 from __future__ import annotations
 
+import difflib
 import os
 import tempfile
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
 
 from facecls.config.args import unquote
 from facecls.config.compose import config_keys
@@ -59,7 +61,35 @@ def check_group_choices(conf_dir: str, overrides: list) -> None:
             if override.is_delete() or str(value) in choices:
                 continue
             exit_with(f"unknown {group} '{value}' — choose one of: {', '.join(choices)} "
-                      f"(e.g. {group}={choices[0] if choices else '…'}).")
+                      f"({suggestion(conf_dir, group, str(value), choices)}).")
+
+
+def named_options(conf_dir: str, group: str) -> dict[str, str]:
+    """Options of a group that build any model by `name` (model=finetune, model=feature_extractor:
+    a `_target_` and a `name`), each with its default name. Presets (alexnet_feature) fix the name."""
+    named = {}
+    for option in available_choices(conf_dir, group):
+        raw = OmegaConf.load(Path(conf_dir) / group / f"{option}.yaml")
+        if isinstance(raw, DictConfig) and "_target_" in raw and isinstance(raw.get("name"), str):
+            named[option] = raw.name
+    return named
+
+
+def suggestion(conf_dir: str, group: str, value: str, choices: list[str]) -> str:
+    """What to write instead of an unknown group option: the option it is a typo of; else, for a
+    group that builds models by name, the value as that name (`model=resnet` → `model=finetune
+    model.name=resnet18`: a backbone is a name, not an option); else the first option."""
+    close = difflib.get_close_matches(value, choices, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {group}={close[0]}?"
+    named = named_options(conf_dir, group)
+    if not named:
+        return f"e.g. {group}={choices[0] if choices else '…'}"
+    defaults = sorted(set(named.values()))
+    name = next((d for d in defaults if d.startswith(value)), None) or \
+        next(iter(difflib.get_close_matches(value, defaults, n=1, cutoff=0.8)), value)
+    ways = " or ".join(f"{group}={option} {group}.name={name}" for option in named)
+    return f"a backbone by name: {ways}; `facecls models` lists the names"
 
 
 def _plain(override) -> bool:

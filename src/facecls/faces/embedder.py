@@ -24,10 +24,11 @@ from facecls.data.preprocess import Preprocess
 from facecls.errors import UserError
 from facecls.inference.checkpoint import Checkpoint, load_checkpoint
 from facecls.inference.device import amp_flag, select_device
-from facecls.inference.embeddings import embed_images
+from facecls.inference.embeddings import embed_images, runner_embeddings
 from facecls.inference.evaluate import EvalSettings
 from facecls.inference.loading import rebuild_model, run_dir_of
 from facecls.inference.model_info import weights_fingerprint
+from facecls.inference.runners import Runner, is_torchscript, open_runner
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +47,20 @@ class Embedded:
 
 @dataclass
 class Embedder:
-    """A checkpoint's model ready to embed image files (see the module docstring)."""
+    """A checkpoint's model — or an exported embedding model (``runner``; then no checkpoint, model
+    or preparer) — ready to embed image files (see the module docstring)."""
 
-    checkpoint: Checkpoint
-    config: DictConfig          # the run's training config
-    model: torch.nn.Module      # eval mode, on the device
+    checkpoint: Checkpoint | None
+    config: DictConfig          # the run's training config (an export: its model, loss and faces only)
+    model: torch.nn.Module | None  # eval mode, on the device
     prep: Preprocess
-    prepare: BatchPreparer
+    prepare: BatchPreparer | None
     faces: FaceCrop
     settings: EvalSettings
     source: Path                # the checkpoint file
     fingerprint: str
     dim: int
+    runner: Runner | None = None   # an exported file (ONNX / TorchScript) through facecls.inference.runners
 
     @property
     def run_dir(self) -> Path:
@@ -66,6 +69,8 @@ class Embedder:
     @property
     def kind(self) -> str:
         """What the embedding is, in words (verify.json, logs)."""
+        if self.runner is not None:
+            return f"embedding ({self.dim}-d, loss={self.loss_name}, {self.runner.kind} export {self.source.name})"
         if getattr(self.model, "embedding_dim", None) is not None:
             return f"embedding ({self.dim}-d neck, loss={self.loss_name})"
         return f"penultimate features of a classifier ({self.dim}-d, loss={self.loss_name})"
@@ -76,6 +81,8 @@ class Embedder:
         return target.rsplit(".", 1)[-1].lower() or "cross_entropy"
 
     def embed_pixels(self, images: torch.Tensor, flip: bool = False) -> torch.Tensor:
+        if self.runner is not None:
+            return runner_embeddings(self.runner, images, self.settings.batch_size, flip=flip)
         return embed_images(self.model, images, self.prepare, self.settings, flip=flip)
 
     def embed_files(self, root: Path, files: list[str], *, flip: bool = False, cache_dir: Path | None = None,
@@ -101,8 +108,11 @@ class Embedder:
 
 def load_embedder(ckpt_path: str | Path, device: str = "auto", batch_size: int | None = None) -> Embedder:
     """The checkpoint's model as an :class:`Embedder`; a checkpoint whose model has no layer to
-    take embeddings from is refused in one line."""
+    take embeddings from is refused in one line. An exported embedding model (.onnx, TorchScript)
+    embeds through its runner: same fingerprint as its checkpoint, so galleries work with either."""
     source = Path(ckpt_path).expanduser()
+    if source.suffix.lower() == ".onnx" or is_torchscript(source):
+        return exported_embedder(source, device, batch_size)
     ckpt = load_checkpoint(source)
     config = OmegaConf.create(ckpt.config)
     prep = ckpt.preprocessing()
@@ -122,3 +132,22 @@ def load_embedder(ckpt_path: str | Path, device: str = "auto", batch_size: int |
     faces = FaceCrop(**(config.data.get("faces") or {}))
     return Embedder(ckpt, config, model, prep, prepare, faces, settings, source.resolve(),
                     weights_fingerprint(ckpt.model), dim)
+
+
+def exported_embedder(source: Path, device: str = "auto", batch_size: int | None = None) -> Embedder:
+    """An exported embedding model (facecls export) as an :class:`Embedder`; one line for an
+    exported classifier (its file outputs class scores only) or an export without a fingerprint."""
+    torch_device = select_device(device)
+    runner = open_runner(source, torch_device)
+    info = runner.info
+    if info.output != "embedding":
+        raise UserError(f"{source} is an exported classifier: it outputs class scores, not embeddings — use its "
+                        "checkpoint (ckpt=<run>/checkpoints/best.pt: its penultimate features) or export an "
+                        "embedding model (model.embedding_dim).")
+    if not info.fingerprint:
+        raise UserError(f"{source} records no weights fingerprint (exported by an older facecls) — export it again.")
+    config = OmegaConf.create({"model": info.extra.get("model", {}), "data": {"faces": info.faces},
+                               "loss": {"_target_": info.extra.get("loss") or ""}})
+    settings = EvalSettings(torch_device, int(batch_size or 256), amp=False, progress=False)
+    return Embedder(None, config, None, info.preprocessing(), None, FaceCrop(**info.faces), settings,
+                    source.resolve(), info.fingerprint, int(info.embedding_dim), runner)

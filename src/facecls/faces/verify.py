@@ -30,7 +30,8 @@ from facecls.data.lfw import FOLDERS
 from facecls.errors import UserError
 from facecls.faces.embedder import Embedder, load_embedder
 from facecls.faces.figures import roc_figure, similarity_histogram
-from facecls.faces.pairs import Pair, draw_pairs, read_pairs, write_pairs
+from facecls.faces.heldout import draw_fitting
+from facecls.faces.pairs import Pair, read_pairs, write_pairs
 from facecls.faces.verification import roc, verification_report
 from facecls.faces.view1 import fitted_threshold, one_fold_report
 from facecls.inference.loading import load_run
@@ -81,6 +82,9 @@ def pairs_root(cfg: DictConfig, embedder: Embedder) -> Path:
         if not root.is_dir():
             raise UserError(f"data.root={root} does not exist — give the folder of <person>/<person>_NNNN.jpg images.")
         return lfw_folder(root)
+    if embedder.runner is not None:
+        raise UserError(f"{embedder.source.name} is an exported model: it does not know its training data — give "
+                        "the pairs' image folder with data.root=DIR (or data=lfw).")
     return load_image_list(embedder.config.data).root
 
 
@@ -110,10 +114,16 @@ def score_pairs(embedder: Embedder, pairs: list[Pair], root: Path, flip: bool, c
 def auto_pairs(cfg: DictConfig, embedder: Embedder, out: Path) -> PairScores:
     """Draw folds from the run's test people, write them beside verify.json, score them."""
     v = cfg.verify
+    if embedder.runner is not None:
+        raise UserError("pairs=auto draws from the run's test people, which only its checkpoint knows — give "
+                        "ckpt=<run>/checkpoints/best.pt, or pairs=FILE data.root=DIR with the exported model.")
     for key, least in (("folds", 2), ("pairs_per_fold", 1)):
         value = v[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise UserError(f"verify.{key}={value} is invalid — give a whole number >= {least} (LFW: 10 folds of 300).")
+        if (isinstance(value, bool) or not isinstance(value, int) or value < least) and \
+                not (key == "pairs_per_fold" and value == "auto"):
+            also = " or auto (the most that fit, up to 300)" if key == "pairs_per_fold" else ""
+            raise UserError(f"verify.{key}={value} is invalid — give a whole number >= {least}{also} "
+                            "(LFW: 10 folds of 300).")
     run = load_run(cfg.ckpt, cfg.trainer.device, (cfg.get("data") or {}).get("root"), cfg.paths.cache_dir,
                    allow_embedding=True)
     if OmegaConf.select(run.config, "data.split.by", default="image") != "identity":
@@ -124,8 +134,9 @@ def auto_pairs(cfg: DictConfig, embedder: Embedder, out: Path) -> PairScores:
     by_person: dict[str, list[str]] = {}
     for file, label in zip(test.files, test.labels.tolist()):  # (split by identity: test labels are no class)
         by_person.setdefault(str(label), []).append(str(root / file))
-    pairs = draw_pairs(by_person, folds=int(v.folds), pairs_per_fold=int(v.pairs_per_fold), seed=int(v.seed))
-    written = write_auto_pairs(out, pairs, int(v.folds), int(v.pairs_per_fold), root)
+    # auto: the most pairs per fold (<= 300, as LFW) that these people allow; a number: exactly that many
+    pairs, per_fold = draw_fitting(by_person, int(v.folds), v.pairs_per_fold, int(v.seed))
+    written = write_auto_pairs(out, pairs, int(v.folds), per_fold, root)
     row = {str(root / f): i for i, f in enumerate(test.files)}
     used = sorted({row[str(p)] for pair in pairs for p in (pair.path_a, pair.path_b)})
     started = time.perf_counter()
@@ -136,8 +147,8 @@ def auto_pairs(cfg: DictConfig, embedder: Embedder, out: Path) -> PairScores:
     position = {u: i for i, u in enumerate(used)}
     a = torch.tensor([position[row[str(p.path_a)]] for p in pairs])
     b = torch.tensor([position[row[str(p.path_b)]] for p in pairs])
-    source = (f"auto: {len(by_person)} test people of the run, {int(v.folds)} folds x {int(v.pairs_per_fold)} same "
-              f"+ {int(v.pairs_per_fold)} different pairs, seed {int(v.seed)} (written to {written.name})")
+    source = (f"auto: {len(by_person)} test people of the run, {int(v.folds)} folds x {per_fold} same "
+              f"+ {per_fold} different pairs, seed {int(v.seed)} (written to {written.name})")
     return PairScores(pairs, (plain[a] * plain[b]).sum(1), None if fused is None else (fused[a] * fused[b]).sum(1),
                       len(used), seconds, source, pairs_digest(pairs, root))
 

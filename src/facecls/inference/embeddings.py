@@ -47,6 +47,20 @@ def embed_images(model: nn.Module, images: torch.Tensor, prepare: Callable, sett
     return torch.cat(out)
 
 
+def runner_embeddings(runner: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch_size: int,
+                      flip: bool = False) -> torch.Tensor:
+    """:func:`embed_images` through an exported embedding model (facecls.inference.runners.Runner:
+    uint8 images in, the un-normalised embedding out — the normalisation is inside the file)."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size]
+        emb = runner(batch).float()
+        if flip:
+            emb = emb + runner(batch.flip(-1)).float()
+        out.append(F.normalize(emb, dim=1))
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
 def embed_split(model: nn.Module, split, prepare: Callable, settings: EvalSettings, flip: bool = False) -> torch.Tensor:
     """:func:`embed_images` of a data split (``split.inputs``; rows line up with ``split.labels``
     and ``split.files``). The whole split is embedded in this process (no DDP sharding)."""

@@ -154,6 +154,7 @@ def describe_checkpoint(ckpt: Checkpoint, path: str | Path, run_dir: Path | None
     threshold, rule = verification_threshold(run_dir, fingerprint, far) if embedding_dim else (None, None)
     faces = OmegaConf.to_container(cfg.data.faces, resolve=True) if OmegaConf.select(cfg, "data.faces") else {}
     extra = {"model": {k: model_cfg[k] for k in ("_target_", "name", "source") if k in model_cfg},
+             "loss": OmegaConf.select(cfg, "loss._target_", default=None),
              "facecls_version": facecls.__version__, "checkpoint": Path(path).name,
              "checkpoint_sha256": file_sha256(path), "epoch": ckpt.epoch,
              "metrics": run_metrics(run_dir) if run_dir else {}}

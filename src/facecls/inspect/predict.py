@@ -173,7 +173,7 @@ def run_predict(cfg) -> dict:
     labels = true_labels(result.files, info.classes)
     header, rows = prediction_rows(result, info.classes, cfg.top_k, threshold,
                                    dict(zip(result.files, labels)) if labels is not None else None)
-    table = atomic_write_text(out / "predictions.csv", csv_text(header, rows))
+    atomic_write_text(out / "predictions.csv", csv_text(header, rows))
     atomic_write_text(out / "skipped.csv", csv_text(["file", "reason"], result.skipped.items()))
     at = header.index("predicted")
     summary = {"images": len(rows), "skipped": sorted(result.skipped),
@@ -187,7 +187,4 @@ def run_predict(cfg) -> dict:
                                               "engine": runner.kind, "input": str(root), "threshold": threshold,
                                               "tta": describe(tta),
                                               **summary})
-    log.info("%d image(s) scored, %d skipped%s → %s", len(rows), len(result.skipped),
-             f", accuracy {summary['accuracy']:.4f} (class folders)" if summary["accuracy"] is not None else "",
-             table)
-    return summary
+    return summary  # the command prints the one summary line

@@ -384,11 +384,12 @@ def parameters_up_to(net: nn.Module, nodes: list[str], node: str) -> list[str]:
 MIN_STAGES = 4  # fewer top-level stages than this (mobilenet's one `features`): split the largest
 
 
-def stages(net: nn.Module, nodes: list[str], leave_out: str) -> list[list[str]]:
-    """``net``'s parameter names by stage, in forward order, leaving out the module ``leave_out``
+def stages(net: nn.Module, nodes: list[str], leave_out: str) -> list[tuple[str, list[str]]]:
+    """``net``'s stages as (name, its parameter names), in forward order, leaving out the module ``leave_out``
     (the classifier). A stage is a top-level module (resnet: conv1, bn1, layer1…layer4); while
     there are fewer than ``MIN_STAGES``, the largest splittable stage is split into its children
-    (mobilenet/efficientnet's ``features`` → features.0, features.1, …), its own parameters
+    (mobilenet/efficientnet's ``features`` → features.0, features.1, …), and so is a stage of at
+    least ``MIN_STAGES`` children that holds most parameters (ViT's encoder.layers), its own parameters
     (ViT's encoder.pos_embedding) a stage of their own before them. Parameters held by ``net``
     itself (ViT's class token) come first. Every name is a module ``facecls models`` lists."""
     owners = {pname: pname.rpartition(".")[0] for pname, _ in net.named_parameters()
@@ -402,15 +403,19 @@ def stages(net: nn.Module, nodes: list[str], leave_out: str) -> list[list[str]]:
         return ".".join(parts[:k]) if parts[:k] and k <= len(parts) else owner
 
     split: dict[str, int] = {}
+    size = {pname: net.get_parameter(pname).numel() for pname in owners}
     while True:
         groups: dict[str, list[str]] = {}
         for pname, owner in owners.items():
             groups.setdefault(key(owner, split), []).append(pname)
-        splittable = [g for g in groups if g and len({key(o, {**split, g: 1}) for p, o in owners.items()
-                                                        if p in groups[g]}) > 1]
-        if len(groups) >= MIN_STAGES or not splittable:
+        children = {g: len({key(owners[p], {**split, g: 1}) for p in names}) for g, names in groups.items() if g}
+        weight = {g: sum(size[p] for p in groups[g]) for g in children}
+        few = [g for g, n in children.items() if n > 1 and len(groups) < MIN_STAGES]
+        # a run of blocks holding most of the backbone (ViT's encoder.layers): one stage per block
+        blocks = [g for g, n in children.items() if n >= MIN_STAGES and 2 * weight[g] > sum(size.values())]
+        if not few and not blocks:
             break
-        split[max(splittable, key=lambda g: sum(net.get_parameter(p).numel() for p in groups[g]))] = 1
+        split[max(few or blocks, key=weight.get)] = 1
 
     def position(group: str) -> int:
         if not group:
@@ -419,4 +424,4 @@ def stages(net: nn.Module, nodes: list[str], leave_out: str) -> list[list[str]]:
         own = group in split  # a split module's own parameters come before its children
         return (min(hits) if hits else len(nodes)) * 2 - own
 
-    return [groups[g] for g in sorted(groups, key=position)]
+    return [(g, groups[g]) for g in sorted(groups, key=position)]

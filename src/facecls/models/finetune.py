@@ -121,8 +121,9 @@ class Finetune(TorchvisionModel):
         if wanted == bool(self.staged):
             return
         fixed = set(self.frozen)
-        self.staged = [p for group in self.stages for p in group if p not in fixed] if wanted else []
-        for pname in {p for group in self.stages for p in group} - fixed:
+        backbone = [p for _, names in self.stages for p in names if p not in fixed]
+        self.staged = backbone if wanted else []
+        for pname in backbone:
             self.net.get_parameter(pname).requires_grad_(not wanted)
 
     def param_groups(self, lr: float) -> list[dict]:

@@ -89,16 +89,16 @@ def head_and_backbone_groups(model: nn.Module, head: nn.Module, lr: float, backb
     return groups
 
 
-def layer_decay_groups(net: nn.Module, head: nn.Module, stages: list[list[str]], backbone_lr: float, decay: float,
-                       lr: float) -> list[dict]:
+def layer_decay_groups(net: nn.Module, head: nn.Module, stages: list[tuple[str, list[str]]], backbone_lr: float,
+                       decay: float, lr: float) -> list[dict]:
     """Layer-wise LR decay (timm's ``--layer-decay``, BEiT/ELECTRA): the new classifier at ``lr``
     (first group), the backbone's last stage at ``backbone_lr × decay``, the one before at
     ``backbone_lr × decay²``, …; frozen parameters and empty stages are left out. Each group
-    carries its ``stage`` (its first parameter's module) for logs and tests."""
+    carries its ``stage`` name for logs and tests."""
     groups = [{"params": list(head.parameters()), "lr": lr}]
-    for depth, names in enumerate(reversed(stages), start=1):
+    for depth, (stage, names) in enumerate(reversed(stages), start=1):
         params = [net.get_parameter(n) for n in names if net.get_parameter(n).requires_grad]
         if params:
             groups.append({"params": params, "lr": backbone_lr * decay ** depth,
-                           "stage": names[0].rpartition(".")[0]})
+                           "stage": stage or "(model)"})
     return groups

@@ -5,6 +5,7 @@ the signal to the handler it found installed; :func:`stopped` is that handler, s
 (SIGTERM from a process manager, Ctrl-C) ends the process with status 0, not killed by the signal."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -31,8 +32,25 @@ def settings_from(cfg) -> Settings:
     return Settings(**values)
 
 
+class QuietCancel(logging.Filter):
+    """Ctrl-C a second time is uvicorn's force quit: it cancels the requests in flight and the app's
+    lifespan, and logs each CancelledError with a traceback. A stop that was asked for is no error,
+    so those records are dropped (any other error still shows)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
+            return False
+        return not str(record.msg).rstrip().endswith("CancelledError")  # the lifespan's traceback as text
+
+
+_stops: list[str] = []
+
+
 def stopped(signum: int, frame) -> None:
-    log.info("facecls serve: stopped (%s)", signal.Signals(signum).name)
+    """uvicorn re-raises every signal it caught (Ctrl-C twice: twice); the stop is said once."""
+    if not _stops:
+        log.info("facecls serve: stopped (%s)", signal.Signals(signum).name)
+    _stops.append(signal.Signals(signum).name)
 
 
 def run_server(cfg) -> None:
@@ -60,4 +78,5 @@ def run_server(cfg) -> None:
     log.info("facecls serve: http://%s:%d/ (page), /docs (API), %d thread(s)", cfg.host, cfg.port, threads)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stopped)  # the handler uvicorn restores and re-raises to after its shutdown
+    logging.getLogger("uvicorn.error").addFilter(QuietCancel())
     uvicorn.Server(config).run()

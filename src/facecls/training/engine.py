@@ -283,10 +283,12 @@ def close_epoch(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.
 def log_epoch(row: dict, stopper: EarlyStopping, improved: bool, max_epochs: int) -> None:
     note = "new best" if improved else "not a better score" + (
         f" ({stopper.bad_epochs}/{stopper.patience})" if stopper.patience is not None else "")
-    verif = f" val_verif_acc {row['val_verif_acc']:.4f}" if "val_verif_acc" in row else ""
-    log.info("epoch %*d/%d train_loss %.4f train_acc %.4f val_loss %.4f val_acc %.4f%s lr %.2e — %s",
-             len(str(max_epochs)), row["epoch"], max_epochs, row["train_loss"], row["train_acc"], row["val_loss"],
-             row["val_acc"], verif, row["lr"], note)
+    # An identity split's val people are not training classes: val_loss/val_acc are nan there and
+    # val_verif_acc is the score, so a field that is not a number is left out of the line.
+    scores = " ".join(f"{key} {row[key]:.4f}" for key in ("train_loss", "train_acc", "val_loss", "val_acc",
+                                                          "val_verif_acc")
+                      if key in row and not math.isnan(float(row[key])))
+    log.info("epoch %*d/%d %s lr %.2e — %s", len(str(max_epochs)), row["epoch"], max_epochs, scores, row["lr"], note)
 
 
 def fit(net: nn.Module, data, prepare: Callable, optimizer: torch.optim.Optimizer, scheduler,

@@ -9,8 +9,10 @@ on the schedule runs as it would have from its first. That is torch's
 With ``interval=step`` the warm-up is ``sched.warmup_epochs`` × steps per epoch +
 ``sched.warmup_steps``, and the keys ``sched.per_epoch`` names (cosine's ``T_max``, one-cycle's
 ``total_steps``, StepLR's ``step_size``: lengths the yaml writes in epochs) are multiplied by the
-optimizer steps per epoch. ReduceLROnPlateau gets the monitored score once per epoch (higher is
-better: val_loss is handed over negated, so its ``mode`` is always ``max``).
+optimizer steps per epoch. The keys ``sched.per_group`` names (one-cycle's ``max_lr``) are given for
+the first param group and scaled to each group's own LR, so a backbone's smaller LR (``backbone_lr_mult``,
+``layer_decay``) keeps its ratio under the schedule. ReduceLROnPlateau gets the monitored score once
+per epoch (higher is better: val_loss is handed over negated, so its ``mode`` is always ``max``).
 """
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from facecls.config.instantiate import instantiate
 from facecls.errors import UserError
-
 
 INTERVALS = ("epoch", "step")
 
@@ -115,8 +116,11 @@ def build_schedule(sched_cfg: DictConfig | None, optimizer, steps_per_epoch: int
     elif warmup_steps:
         raise UserError(f"sched.warmup_steps={warmup_steps} needs sched.interval=step — set it, or use "
                         "sched.warmup_epochs.")
-    main = instantiate(options, what=f"scheduler {options['_target_']}", optimizer=optimizer) \
-        if "_target_" in options else None
+    base = optimizer.param_groups[0]["lr"] or 1.0  # the first group trains at optim.lr (the new layer)
+    for key in options.pop("per_group", None) or []:  # one-cycle's max_lr: each group's own share of it
+        options[key] = [float(options[key]) * group["lr"] / base for group in optimizer.param_groups]
+    main = instantiate(options, what=f"scheduler {options['_target_']}", optimizer=optimizer, _convert_="partial") \
+        if "_target_" in options else None  # partial: a per-group list reaches torch as a list
     if main is None and not warmup:
         return None
     schedule = EpochSchedule(optimizer, main, warmup, interval)
