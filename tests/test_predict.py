@@ -34,6 +34,7 @@ def test_folder_with_a_corrupt_file_and_the_same_classes_as_eval(trained, tiny_f
     out = tmp_path / "out"
     proc = run_cli("predict", f"ckpt={ckpt}", f"input={photos}", f"out={out}", "count=5", cwd=tmp_path, env=env)
     assert proc.returncode == 0 and "36 image(s) classified" in proc.stdout
+    assert (proc.stdout + proc.stderr).count("36 image(s)") == 1  # the summary once, not printed and logged
 
     rows = read_csv(out / "predictions.csv")
     assert len(rows) == 36 and f"{first.name}/broken.jpg" not in {r["file"] for r in rows}
