@@ -109,10 +109,15 @@ def leave(code: int | str | None) -> None:
     module's objects one by one (≈1 s of CPU after every run): the atexit handlers still run
     (trackers, logging, thread pools), the streams are flushed, then the process exits."""
     import atexit
+    import threading
 
     if isinstance(code, str):
         sys.stderr.write(code + "\n")
         code = 1
+    # In the interpreter's own order: first join the non-daemon threads and run threading's exit hooks
+    # (they stop thread pools and joblib/loky's workers — without them a joblib sweep waited 300 s for its
+    # idle workers), then the atexit handlers.
+    threading._shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
