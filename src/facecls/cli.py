@@ -90,6 +90,31 @@ def lock_run_dir(args: list[str]) -> None:
             exit_with(str(err))
 
 
+# Config groups whose files may set hydra.mode (conf/experiment/*: MULTIRUN); tests/test_cli_fast.py keeps it true.
+MODE_GROUPS = ("experiment", "hparams_search", "hydra")
+
+
+def compose_once(args: list[str]) -> None:
+    """Hydra composes a command's whole config twice: once (``Hydra.get_mode``) only to read
+    ``hydra.mode``, then to run it (≈0.6 s each here). Only the groups in MODE_GROUPS set
+    ``hydra.mode``, so when no argument names one (nor another config dir or name), the mode is
+    what it would read: unset, i.e. ``-m`` decides — and the first composition is skipped."""
+    from hydra._internal.hydra import Hydra
+
+    def names_mode(arg: str) -> bool:
+        if arg.startswith("-"):
+            return arg not in ("-m", "--multirun")  # --config-dir, --config-name, …: anything may set it
+        key = arg.lstrip("+~").split("=", 1)[0].split("@", 1)[0]
+        return key.split(".", 1)[0].split("/", 1)[0] in MODE_GROUPS
+    if not hasattr(Hydra, "_facecls_get_mode"):
+        Hydra._facecls_get_mode = Hydra.get_mode  # Hydra's own, for arguments that may set the mode
+    original = Hydra._facecls_get_mode
+    if any(names_mode(a) for a in args):
+        Hydra.get_mode = original
+    else:
+        Hydra.get_mode = lambda self, config_name, overrides: None
+
+
 def main(argv: list[str] | None = None) -> None:
     """The console script: every printed name survives (safe_text_streams) and a closed stdout
     (`facecls … | head -1`) ends quietly instead of in a BrokenPipeError traceback. Without
@@ -185,6 +210,7 @@ def run_command(argv: list[str] | None = None) -> None:
 
     import hydra
 
+    compose_once(rest)
     task = importlib.import_module(module_name).main
     app = hydra.main(config_path=config_dir(), config_name=config_name, version_base="1.3")(task)
     sys.argv = [f"facecls {command}", *rest]

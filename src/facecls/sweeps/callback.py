@@ -19,7 +19,6 @@ from omegaconf import DictConfig
 from facecls import errors
 from facecls.config.task import failed_jobs
 from facecls.sweeps.runs import read_runs
-from facecls.sweeps.summary import write_summary
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +76,9 @@ class SweepSummary(Callback):
     def _summarize(self, sweep_dir: Path) -> list | None:
         """Write and print the summary; its runs (None when there is none)."""
         try:
+            # imported here: it draws with matplotlib (≈0.8 s), which a single run's callbacks never need
+            from facecls.sweeps.summary import write_summary
+
             summary, text = write_summary([sweep_dir], sweep_finished=True, plots=self.plots)
         except errors.UserError as err:  # e.g. no job got far enough to leave a run dir
             log.warning("No sweep summary: %s", errors.one_line(str(err)))

@@ -20,8 +20,10 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    # Set both ways: one process may run several configurations (sweeps, facecls report).
-    torch.use_deterministic_algorithms(bool(deterministic), warn_only=True)
+    # Set both ways: one process may run several configurations (sweeps, facecls report). Only when it
+    # changes: torch.use_deterministic_algorithms imports torch._inductor (≈2 s here) on every call.
+    if torch.are_deterministic_algorithms_enabled() != bool(deterministic):
+        torch.use_deterministic_algorithms(bool(deterministic), warn_only=True)
     if deterministic:
         # cuBLAS needs this for deterministic matmuls; harmless on CPU.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
