@@ -108,15 +108,16 @@ def naive_run(cfg: DictConfig, epochs: int, workers: int) -> dict:
     return {"workers": workers, "epoch_seconds": seconds, "train_images": len(train), "val_images": len(val)}
 
 
-def facecls_run(cfg: DictConfig, run_dir: Path) -> dict:
+def facecls_run(cfg: DictConfig, run_dir: Path, checkpoints: bool = False) -> dict:
     """Train ``cfg.trainer.max_epochs`` epochs through facecls's run assembly and engine.
 
     The decoded-image cache (and a frozen backbone's feature cache) under
     ``cfg.paths.cache_dir`` should be empty, so the one-time decode is really paid: its
-    seconds are returned apart from the epochs'. Checkpoint writes fall outside an epoch's
-    seconds, so the run does not write them (trainer.checkpoints=false)."""
+    seconds are returned apart from the epochs'. ``checkpoints=False``: no checkpoint writes (what
+    the floor is compared with); True: best.pt and last.pt every epoch, as `facecls train` does, so
+    what the background writer costs the epochs shows."""
     cfg = cfg.copy()
-    cfg.trainer.progress, cfg.trainer.checkpoints = False, False
+    cfg.trainer.progress, cfg.trainer.checkpoints = False, checkpoints
     rss_before = current_rss_bytes()
     reset_peak_rss()
     run = build_run(cfg, run_dir)

@@ -18,6 +18,9 @@ def targets(report: dict) -> list[dict]:
         c = models["convnet"]
         check("convnet MFU (epoch)", c["mfu"], ">=", 0.5)
         check("convnet pipeline overhead", c["pipeline_overhead"], "<=", 0.05)
+        if "epoch_with_checkpoints_vs_floor" in c:  # issue 22: checkpoints written every epoch
+            check("convnet epoch with checkpoints ÷ compute floor", c["epoch_with_checkpoints_vs_floor"],
+                  "<=", 1.15, "×")
         check("convnet speedup over the naive loop", c["speedup"], ">=", 1.5, "×")
     if "mlp" in models:
         check("mlp speedup over the naive loop", models["mlp"]["speedup"], ">=", 20, "×")

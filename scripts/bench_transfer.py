@@ -31,7 +31,8 @@ from facecls.data.dataset import DataBundle, Split
 from facecls.data.features import cached_features
 from facecls.models.feature_extractor import FeatureExtractor
 from facecls.models.pretrained import weights_preprocess
-from facecls.training.engine import EarlyStopping, LoopSettings, fit
+from facecls.training.engine import fit
+from facecls.training.loop_types import EarlyStopping, LoopSettings
 
 
 def parse_args() -> argparse.Namespace:
