@@ -19,6 +19,8 @@ CASES = {
     "ratios do not sum to 1": (["data.split.train=0.9"], ["sum to", "not 1"]),
     "negative patience": (["reg=early_stopping", "reg.early_stopping.patience=-1"], ["patience=-1"]),
     "cuda without a gpu": (["trainer.device=cuda"], ["no usable CUDA GPU", "trainer.device=cpu"]),
+    "a list for settings": (["data.faces=[1,2]"], ["data.faces holds settings (mode,", "data.faces.mode=…"]),
+    "a dict with an unknown key": (["data.faces={a:1}"], ["unknown key 'data.faces.a'", "mode, margin"]),
     "unknown command": None,
 }
 

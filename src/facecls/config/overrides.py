@@ -126,10 +126,30 @@ def check_keys(conf_dir: str, config_name: str, overrides: list) -> None:
         node = tree
         for part in parent.split("."):
             node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or leaf in node:
-            continue  # the key exists (possibly still ???), or it indexes into a list
+        if isinstance(node, dict) and leaf in node:
+            check_settings_value(key, node[leaf], override)
+            continue
+        if not isinstance(node, dict):
+            continue  # it indexes into a list
         known = ", ".join(map(str, node))
         exit_with(f"unknown key '{key}' — '{parent}' has: {known} (to add a new key write +{key}=…).")
+
+
+def check_settings_value(key: str, settings, override) -> None:
+    """Exit with one line if ``key`` holds settings (a node with keys of its own) and the override
+    gives it a list, or a dict with keys it does not have (Hydra would print its merge error over
+    several lines). A plain value passes: some such nodes have a short form (data.faces=detect)."""
+    if not isinstance(settings, dict) or override.is_sweep_override():
+        return
+    value, known = override.value(), ", ".join(map(str, settings))
+    first = next((k for k in settings if not str(k).startswith("_")), "key")
+    if isinstance(value, list):
+        exit_with(f"{key} holds settings ({known}), not a list — set one of them, e.g. {key}.{first}=….")
+    if isinstance(value, dict):
+        unknown = [str(k) for k in value if k not in settings]
+        if unknown:
+            exit_with(f"unknown key '{key}.{unknown[0]}' — '{key}' has: {known} (to add a new key write "
+                      f"+{key}.{unknown[0]}=…).")
 
 
 def run_dir_target(args: list[str]) -> str:
