@@ -13,7 +13,7 @@ import torch
 from torchvision.models import get_model
 
 from facecls.errors import UserError
-from facecls.models.backbones import classifier_node, graph_nodes
+from facecls.models.backbone_graph import classifier_node, graph_nodes
 from facecls.models.feature_extractor import FeatureExtractor
 from facecls.models.finetune import Finetune
 

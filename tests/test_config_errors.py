@@ -20,6 +20,7 @@ CASES = {
     "negative patience": (["reg=early_stopping", "reg.early_stopping.patience=-1"], ["patience=-1"]),
     "cuda without a gpu": (["trainer.device=cuda"], ["no usable CUDA GPU", "trainer.device=cpu"]),
     "a list for settings": (["data.faces=[1,2]"], ["data.faces holds settings (mode,", "data.faces.mode=…"]),
+    "an unknown node": (["trainer.foo.bar=1"], ["unknown key 'trainer.foo' (in trainer.foo.bar)", "max_epochs"]),
     "a dict with an unknown key": (["data.faces={a:1}"], ["unknown key 'data.faces.a'", "mode, margin"]),
     "unknown command": None,
 }

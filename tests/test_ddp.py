@@ -54,7 +54,7 @@ def test_launch_mistakes_are_one_line_errors(monkeypatch):
         setup("ddp", torch.device("cpu"))
     with pytest.raises(UserError, match="unknown trainer.strategy 'dp'"):
         setup("dp", torch.device("cpu"))
-    from facecls.training.engine import LoopSettings
+    from facecls.training.loop_types import LoopSettings
 
     with pytest.raises(UserError, match="trainer.batch_size=9 does not split over 2 processes"):
         DistContext(rank=0, world_size=2).adapt(LoopSettings(device=torch.device("cpu"), max_epochs=1, batch_size=9))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from facecls.data.split import assign_splits, hash_fraction
-from facecls.training.engine import EarlyStopping
+from facecls.training.loop_types import EarlyStopping
 from facecls.training.runtime import keep_freed_memory
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from facecls.training.engine import EarlyStopping, log_epoch
+from facecls.training.engine import log_epoch
+from facecls.training.loop_types import EarlyStopping
 
 
 def test_an_identity_split_epoch_line_has_no_nan_and_shows_verification(caplog):

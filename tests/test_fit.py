@@ -14,7 +14,8 @@ from facecls.data.batches import BatchPreparer
 from facecls.data.dataset import DataBundle, Split
 from facecls.data.preprocess import Preprocess
 from facecls.models.convnet import ConvNet
-from facecls.training.engine import EarlyStopping, LoopSettings, ResumePoint, fit
+from facecls.training.engine import fit
+from facecls.training.loop_types import EarlyStopping, LoopSettings, ResumePoint
 
 from helpers import read_history
 

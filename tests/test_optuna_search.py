@@ -9,7 +9,7 @@ import yaml
 optuna = pytest.importorskip("optuna")
 
 from facecls.sweeps.optuna_trials import TrialRecordingStorage, number_trials  # noqa: E402
-from facecls.training.engine import EarlyStopping  # noqa: E402
+from facecls.training.loop_types import EarlyStopping  # noqa: E402
 from facecls.training.pruning import PruningStopper  # noqa: E402
 
 from helpers import TINY, read_csv, run_cli  # noqa: E402

@@ -14,9 +14,11 @@ from facecls.data.batches import BatchPreparer
 from facecls.data.dataset import DataBundle, Split
 from facecls.data.preprocess import Preprocess
 from facecls.errors import UserError
-from facecls.models.backbones import construct, graph_nodes, stages
+from facecls.models.backbone_graph import graph_nodes, stages
+from facecls.models.backbones import construct
 from facecls.models.finetune import Finetune
-from facecls.training.engine import EarlyStopping, LoopSettings, fit
+from facecls.training.engine import fit
+from facecls.training.loop_types import EarlyStopping, LoopSettings
 from facecls.training.regularisers import WeightAverage
 from facecls.training.run import build_run
 from facecls.training.schedules import build_schedule

@@ -123,9 +123,14 @@ def check_keys(conf_dir: str, config_name: str, overrides: list) -> None:
     for override in dotted:
         key = override.key_or_group
         parent, _, leaf = key.rpartition(".")
-        node = tree
+        node, walked = tree, []
         for part in parent.split("."):
+            if isinstance(node, dict) and part not in node:  # e.g. eval.tta=… where the command has no eval node
+                where = f"'{'.'.join(walked)}' has" if walked else f"the {config_name} config has"
+                exit_with(f"unknown key '{'.'.join([*walked, part])}' (in {key}) — {where}: "
+                          f"{', '.join(map(str, node))}{_hint(key, tree)}.")
             node = node.get(part) if isinstance(node, dict) else None
+            walked.append(part)
         if isinstance(node, dict) and leaf in node:
             check_settings_value(key, node[leaf], override)
             continue
@@ -133,6 +138,13 @@ def check_keys(conf_dir: str, config_name: str, overrides: list) -> None:
             continue  # it indexes into a list
         known = ", ".join(map(str, node))
         exit_with(f"unknown key '{key}' — '{parent}' has: {known} (to add a new key write +{key}=…).")
+
+
+def _hint(key: str, tree: dict) -> str:
+    """A pointer for a key that lives under another name in this command's config."""
+    if key.startswith("eval.tta") and "flip" in (tree.get("verify") or {}):
+        return " (verification's test-time augmentation is verify.flip=true)"
+    return ""
 
 
 def check_settings_value(key: str, settings, override) -> None:

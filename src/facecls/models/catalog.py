@@ -12,15 +12,11 @@ import torch
 from torchvision.models import get_model_weights
 
 from facecls.errors import UserError
+from facecls.models.backbone_graph import aliases_of, feature_graph, graph_nodes, node_names, resolve_node
 from facecls.models.backbones import (
-    aliases_of,
     check_name,
     classifier_names,
     construct,
-    feature_graph,
-    graph_nodes,
-    node_names,
-    resolve_node,
     resolve_weights,
     source_of,
     weight_names,

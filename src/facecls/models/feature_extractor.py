@@ -15,7 +15,8 @@ import math
 from typing import Sequence
 
 from facecls.config.checks import check_dropout
-from facecls.models.backbones import PENULTIMATE, build_network, cut_network, output_shape, preprocess_of
+from facecls.models.backbone_graph import PENULTIMATE, cut_network, output_shape
+from facecls.models.backbones import build_network, preprocess_of
 from facecls.models.base import FaceModel
 from facecls.models.embedding import check_embedding_dim
 from facecls.models.transfer import FrozenBackbone, fc_head

@@ -11,7 +11,7 @@ classifier's place and learns at the full learning rate as the classifier would.
 Staged fine-tuning (fastai's ``fine_tune``, timm's ``--layer-decay``): ``model.freeze_epochs=N``
 trains the new layer alone for N epochs (the backbone gets no gradient and its BatchNorm
 statistics stay as they are), then the whole network; ``model.layer_decay=d`` gives the
-backbone's last stage (:func:`facecls.models.backbones.stages`) the LR × d, the one before × d², ….
+backbone's last stage (:func:`facecls.models.backbone_graph.stages`) the LR × d, the one before × d², ….
 """
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ from torch import nn
 
 from facecls.config.checks import check_dropout
 from facecls.errors import UserError
-from facecls.models.backbones import (
-    build_network,
+from facecls.models.backbone_graph import (
     classifier_node,
     graph_nodes,
     output_shape,
@@ -29,6 +28,7 @@ from facecls.models.backbones import (
     resolve_node,
     stages,
 )
+from facecls.models.backbones import build_network
 from facecls.models.embedding import EmbeddingNeck, check_embedding_dim
 from facecls.models.feature_extractor import TorchvisionModel
 from facecls.models.transfer import head_and_backbone_groups, init_linear, layer_decay_groups

@@ -1,7 +1,7 @@
 """``model.source=timm``: timm's models as backbones of ``model=feature_extractor|finetune``.
 
 Only where things come from differs from torchvision; the graph nodes, cutting, freezing and
-the classifier are the same code in :mod:`facecls.models.backbones` (its tracer becomes timm's
+the classifier are the same code in :mod:`facecls.models.backbone_graph` (its tracer becomes timm's
 FX helpers, which know timm's leaf modules, when the network is a timm one):
 
 * names: ``timm.list_models()``; ``model.weights`` is one of the model's pretrained tags

@@ -32,7 +32,7 @@ from facecls.inference.embeddings import embed_split
 from facecls.inference.evaluate import EvalSettings
 from facecls.models.base import FaceModel, input_of
 from facecls.training.checkpoint import CheckpointWriter
-from facecls.training.engine import LoopSettings
+from facecls.training.loop_types import LoopSettings
 from facecls.training.losses import MarginHead, WithLossHead, build_loss_head
 
 log = logging.getLogger(__name__)

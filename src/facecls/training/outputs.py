@@ -15,7 +15,7 @@ from facecls.io import atomic_write_json, atomic_write_text, csv_text
 from facecls.plots import plot_confusion, plot_curves
 from facecls.timing import CLOCK
 from facecls.training.checkpoint import CheckpointWriter
-from facecls.training.engine import FitResult
+from facecls.training.loop_types import FitResult
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from facecls.config.instantiate import instantiate
-from facecls.training.engine import EarlyStopping
+from facecls.training.loop_types import EarlyStopping
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from facecls.errors import UserError
 from facecls.inference.checkpoint import Checkpoint, load_checkpoint
 from facecls.models.base import restore_model
-from facecls.training.engine import ResumePoint
+from facecls.training.loop_types import ResumePoint
 
 log = logging.getLogger(__name__)
 

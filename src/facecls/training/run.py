@@ -27,18 +27,11 @@ from facecls.models.memory import check_training_memory
 from facecls.timing import CLOCK
 from facecls.training.checkpoint import CheckpointWriter
 from facecls.training.distributed import DistContext
-from facecls.training.engine import (
-    EarlyStopping,
-    FitResult,
-    LoopSettings,
-    ResumePoint,
-    StopReason,
-    fit,
-    optimizer_steps_per_epoch,
-)
+from facecls.training.engine import fit, optimizer_steps_per_epoch
 from facecls.training.imbalance import check_sampler, class_weights
 from facecls.training.interrupt import GracefulStop
 from facecls.training.loggers import EpochLog, Loggers, build_loggers, finish_loggers, run_info
+from facecls.training.loop_types import EarlyStopping, FitResult, LoopSettings, ResumePoint, StopReason
 from facecls.training.open_set import OpenSetTest, build_open_set
 from facecls.training.outputs import RunRecorder, finish_run
 from facecls.training.pruning import with_pruning
