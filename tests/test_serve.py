@@ -264,8 +264,23 @@ def test_an_embedding_model_exports_and_verifies(tmp_path):
         srv.stop()
 
 
-@pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-                    reason="no chromium + chromedriver (Debian: apt-get install chromium chromium-driver)")
+def headless_chrome(webdriver, tmp_path: Path):
+    """A real headless Chromium (the page is tested as a user's browser runs it)."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
+
+
+NEEDS_CHROMIUM = pytest.mark.skipif(
+    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+    reason="no chromium + chromedriver (Debian: apt-get install chromium chromium-driver)")
+
+
+@NEEDS_CHROMIUM
 def test_the_page_uploads_a_photo_and_shows_the_predicted_name(server, tiny_faces, tmp_path):
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the dev extra has it)")
     from selenium.webdriver.common.by import By
@@ -274,13 +289,7 @@ def test_the_page_uploads_a_photo_and_shows_the_predicted_name(server, tiny_face
     folders = sorted(p for p in tiny_faces.iterdir() if p.is_dir())
     photo = sorted(folders[1].iterdir())[2]
     expected = post(server, [("files", (photo.name, photo.read_bytes(), "image/jpeg"))]).json()
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
+    driver = headless_chrome(webdriver, tmp_path)
     try:
         driver.get(server.url + "/")
         upload = driver.find_element(By.ID, "file")

@@ -86,6 +86,40 @@ def test_identify_endpoint_answers_as_facecls_identify(open_set):
         srv.stop()
 
 
+def test_the_page_names_the_enrolled_person_or_unknown(open_set, tmp_path):
+    """With an embedding model and a gallery, the page at / identifies: the browser shows what POST
+    /identify answers for the same photo (a person, or unknown) and the face the model saw."""
+    from test_serve import NEEDS_CHROMIUM, Server, headless_chrome, post
+
+    if NEEDS_CHROMIUM.args[0]:
+        pytest.skip(NEEDS_CHROMIUM.kwargs["reason"])
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the dev extra has it)")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ckpt, people, base = open_set
+    srv = Server(ckpt, base, f"gallery={base / 'g.pt'}", "serve.far=0.1", "serve.threads=1")
+    driver = headless_chrome(webdriver, tmp_path)
+    try:
+        driver.get(srv.url + "/")
+        WebDriverWait(driver, 60).until(lambda d: "enrolled people" in d.find_element(By.ID, "model").text)
+        for photo in (people / "ann" / sorted(p.name for p in (people / "ann").iterdir())[0],
+                      people / "eli" / sorted(p.name for p in (people / "eli").iterdir())[0]):
+            want = post(srv, [("files", (photo.name, photo.read_bytes(), "image/png"))], "/identify").json()
+            driver.execute_script("document.getElementById('prediction').textContent = ''")
+            upload = driver.find_element(By.ID, "file")
+            driver.execute_script("arguments[0].hidden = false", upload)
+            upload.send_keys(str(photo))
+            WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "prediction").text not in ("", "…"))
+            assert driver.find_element(By.ID, "prediction").text == want["results"][0]["decision"]
+            assert want["results"][0]["person"] in driver.find_element(By.ID, "top").text
+            assert driver.find_element(By.ID, "error").text == ""
+            assert driver.find_element(By.ID, "crop").get_attribute("src").startswith("data:image/png;base64,")
+    finally:
+        driver.quit()
+        srv.stop()
+
+
 def test_a_gallery_of_another_model_or_no_gallery_is_refused(open_set, tmp_path):
     from fastapi.testclient import TestClient
 

@@ -201,7 +201,8 @@ def create_app(runner: Runner, settings: Settings, gallery: ServedGallery | None
     @app.post("/identify", openapi_extra=MULTIPART)
     async def identify(request: Request, threshold: float | None = Query(None, ge=-1, le=1, description=(
             "decision threshold on the cosine similarity; default: the gallery's for serve.far")),
-            far: float | None = Query(None, gt=0, le=1, description="use the gallery's threshold for this FAR")):
+            far: float | None = Query(None, gt=0, le=1, description="use the gallery's threshold for this FAR"),
+            crop: bool = Query(False, description="also return the model's input image (PNG data URL)")):
         """Images → per image the best enrolled person, its similarity, the runner-up and the decision
         (the person, or ``unknown`` at or below the threshold) — as facecls identify answers."""
         embedding_only("/identify")
@@ -219,6 +220,9 @@ def create_app(runner: Runner, settings: Settings, gallery: ServedGallery | None
                     "runner_up_similarity": None if row["runner_up_similarity"] is None
                     else round(row["runner_up_similarity"], 6)}
                    for upload, (_, box), row in zip(uploads, decoded, rows)]
+        if crop:
+            for result, (pixels, _) in zip(results, decoded):
+                result["crop"] = png_data_url(pixels)
         return {"results": results, "threshold": chosen, "threshold_rule": rule, **timing(start, decode_ms, scored)}
 
     return app
