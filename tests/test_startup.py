@@ -29,7 +29,7 @@ def test_only_the_mode_groups_set_hydra_mode():
 def test_compose_once_keeps_hydras_mode_where_an_argument_may_set_it():
     original = getattr(Hydra, "_facecls_get_mode", Hydra.get_mode)
     try:
-        compose_once(["trainer.max_epochs=1", "-m", "model=mlp"])
+        compose_once(["trainer.max_epochs=1", "-m", "model=mlp", "hydra.run.dir=x", "hydra.sweep.dir=y"])
         assert Hydra.get_mode(None, "train", []) is None  # no composition: run, or -m's multirun
         for args in (["experiment=s1_4_dropout"], ["+experiment=faces/open_set"], ["hparams_search=optuna"],
                      ["hydra.mode=MULTIRUN"], ["--config-dir", "elsewhere"], ["hydra/launcher=joblib"]):

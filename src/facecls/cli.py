@@ -105,6 +105,8 @@ def compose_once(args: list[str]) -> None:
         if arg.startswith("-"):
             return arg not in ("-m", "--multirun")  # --config-dir, --config-name, …: anything may set it
         key = arg.lstrip("+~").split("=", 1)[0].split("@", 1)[0]
+        if key.startswith("hydra.") and not key.startswith("hydra.mode"):
+            return False  # hydra.run.dir=…, hydra.sweep.dir=…: plain values, not the mode
         return key.split(".", 1)[0].split("/", 1)[0] in MODE_GROUPS
     if not hasattr(Hydra, "_facecls_get_mode"):
         Hydra._facecls_get_mode = Hydra.get_mode  # Hydra's own, for arguments that may set the mode
