@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,23 @@ def run_cli(*args: str, cwd: Path, env: dict, check: bool = True) -> subprocess.
     if check and proc.returncode != 0:
         raise AssertionError(f"facecls {' '.join(args)} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def start_cli(*args: str, cwd: Path, env: dict) -> subprocess.Popen:
+    """`facecls ARGS` started in the background, so that independent commands of one test run
+    side by side (two cores; most of a short command is starting Python). finish_cli waits."""
+    return subprocess.Popen([sys.executable, "-m", "facecls", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, errors="backslashreplace")
+
+
+def finish_cli(job: subprocess.Popen, check: bool = True) -> subprocess.CompletedProcess:
+    """What run_cli would have returned (or raised) for a start_cli job, once it has ended."""
+    stdout, stderr = job.communicate(timeout=600)
+    proc = subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"facecls {' '.join(job.args[3:])} failed ({proc.returncode}):\n"
+                             f"{stdout[-3000:]}\n{stderr[-3000:]}")
     return proc
 
 
@@ -71,19 +89,28 @@ def compose_tiny_train(data_root: Path, cache_dir: Path, *overrides: str):
                              f"paths.cache_dir={cache_dir}", *overrides])
 
 
+# (data root, model name) → its train_runs run dir, trained once per session and never written into
+_trained: dict[tuple[str, str], Path] = {}
+
+
 def train_runs(base: Path, data_root: Path, names: list[str]) -> tuple[dict[str, Path], dict]:
-    """Tiny trained checkpoints for the tests that read a run (visualize, robustness): short
-    `facecls train` runs of each named model (MODELS) into base/<name>, started side by side.
-    Returns ({name: best.pt}, the CLI env)."""
+    """Tiny trained checkpoints for the tests that read a run (visualize, robustness, tta, faults):
+    short `facecls train` runs of each named model (MODELS), started side by side, each once per
+    session and data root (base/trained/<name>); every caller gets its own copy in base/<name>,
+    to write into freely (commands find a run from its checkpoint's path).
+    Returns ({name: best.pt}, the CLI env, its cache in base/cache)."""
     env = cli_env(base / "cache")
     jobs = {name: subprocess.Popen([sys.executable, "-m", "facecls", "train", "data=imagefolder",
                                     f"data.root={data_root}", *MODELS[name], *FAST,
-                                    f"hydra.run.dir={base / name}"],
+                                    f"hydra.run.dir={base / 'trained' / name}"],
                                    cwd=base, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for name in names}
+            for name in names if (str(data_root), name) not in _trained}
     for name, job in jobs.items():
         output, _ = job.communicate(timeout=300)
         assert job.returncode == 0, f"training {name} failed:\n{output[-3000:]}"
+        _trained[str(data_root), name] = base / "trained" / name
+    for name in names:
+        shutil.copytree(_trained[str(data_root), name], base / name)
     return {name: base / name / "checkpoints" / "best.pt" for name in names}, env
 
 

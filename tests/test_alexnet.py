@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import subprocess
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -272,31 +274,55 @@ RUN_FILES = ["train.log", "history.csv", "metrics.json", "curves.png", "confusio
              "checkpoints/best.pt", "checkpoints/last.pt", ".hydra/config.yaml"]
 
 
-def _train(base, env, name, *overrides, data_root):
+def _start(base, env, name, *overrides, data_root):
+    """`facecls train … hydra.run.dir=base/name` started in the background; _finish waits for it.
+    Runs are started side by side: two cores, and a finetune run mostly writes checkpoints."""
     run_dir = base / name
-    run_cli("train", "data=imagefolder", f"data.root={data_root}", *TINY, *overrides,
-            f"hydra.run.dir={run_dir}", cwd=base, env=env)
+    args = [sys.executable, "-m", "facecls", "train", "data=imagefolder", f"data.root={data_root}", *TINY,
+            *overrides, f"hydra.run.dir={run_dir}"]
+    return run_dir, subprocess.Popen(args, cwd=base, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
+
+
+def _finish(started):
+    run_dir, job = started
+    output, _ = job.communicate(timeout=600)
+    assert job.returncode == 0, f"training {run_dir.name} failed:\n{output[-3000:]}"
     assert all((run_dir / f).is_file() for f in RUN_FILES), sorted(run_dir.rglob("*"))
     return run_dir
 
 
 FEATURE = ["model=alexnet_feature", *SMALL, "seed=5"]
+# Plain SGD (no optimizer state) and last.pt only after the last epoch: with Adam's state each
+# last.pt of the 57 M-parameter AlexNet was 680 MB, and the runs spent half their time writing them.
 FINETUNE = ["model=alexnet_finetune", "model.input_size=64", "model.freeze=conv2", "model.backbone_lr_mult=0.1",
-            "seed=5"]
+            "seed=5", "optim=sgd", "optim.lr=0.001", "optim.momentum=0", "trainer.checkpoint.every_n_epochs=2"]
 
 
 @pytest.fixture(scope="module")
-def feature_runs(tmp_path_factory, tiny_faces, state_file):
-    """Two alexnet_feature runs from the same weights and seed: with and without the cache."""
-    base = tmp_path_factory.mktemp("feature")
-    env = cli_env(base / "cache")
-    common = [*FEATURE, f"model.weights_path={state_file}"]
-    cached = _train(base, env, "cached", *common, data_root=tiny_faces)
-    uncached = _train(base, env, "uncached", *common, "model.cache_features=false", data_root=tiny_faces)
-    return base, env, cached, uncached
+def preset_runs(tmp_path_factory, tiny_faces, state_file):
+    """The presets' runs from the same weights and seed, side by side: two alexnet_feature runs
+    (with and without the feature cache, one cache dir) and an alexnet_finetune run (its own)."""
+    weights = f"model.weights_path={state_file}"
+    feature, finetune = tmp_path_factory.mktemp("feature"), tmp_path_factory.mktemp("finetune")
+    feature_env, finetune_env = cli_env(feature / "cache"), cli_env(finetune / "cache")
+    started = {"cached": _start(feature, feature_env, "cached", *FEATURE, weights, data_root=tiny_faces),
+               "uncached": _start(feature, feature_env, "uncached", *FEATURE, weights, "model.cache_features=false",
+                                  data_root=tiny_faces),
+               "finetune": _start(finetune, finetune_env, "finetune", *FINETUNE, weights, data_root=tiny_faces)}
+    runs = {name: _finish(job) for name, job in started.items()}
+    return (feature, feature_env, runs["cached"], runs["uncached"]), (finetune, finetune_env, runs["finetune"])
 
 
-def test_feature_run_keeps_the_backbone_bit_identical_and_eval_agrees(feature_runs, state):
+@pytest.fixture(scope="module")
+def feature_runs(preset_runs):
+    """(base, env, cached run dir, uncached run dir)."""
+    return preset_runs[0]
+
+
+def test_feature_run_keeps_the_backbone_bit_identical_and_eval_agrees(feature_runs, state, monkeypatch):
+    from facecls.commands.eval import main as eval_main
+
     base, env, run_dir, _ = feature_runs
     metrics = read_json(run_dir / "metrics.json")
     assert metrics["epochs_run"] == 2 and metrics["trainable_params"] == 256 * 3 * 3 * 32 + 32 + 32 * 3 + 3
@@ -306,8 +332,10 @@ def test_feature_run_keeps_the_backbone_bit_identical_and_eval_agrees(feature_ru
     assert len(backbone) == 8  # conv1..conv4 (the default cut): 4 weights and 4 biases
     for key, value in backbone.items():
         assert torch.equal(value, state[key]), key
-    # The head trained on cached features; `facecls eval` feeds the whole model images.
-    run_cli("eval", f"ckpt={run_dir / 'checkpoints' / 'best.pt'}", cwd=base, env=env)
+    # The head trained on cached features; `facecls eval` feeds the whole model images (its main
+    # in-process: test_checkpoints_from_before_the_presets_still_load runs eval through the CLI).
+    monkeypatch.setenv("FACECLS_CACHE_DIR", env["FACECLS_CACHE_DIR"])
+    eval_main(compose("eval", [f"ckpt={run_dir / 'checkpoints' / 'best.pt'}"]))
     scores = read_json(run_dir / "eval.json")
     assert scores["test_acc"] == metrics["test_acc"]
     assert scores["test_loss"] == pytest.approx(metrics["test_loss"], rel=1e-5)
@@ -324,11 +352,9 @@ def test_cached_and_uncached_training_give_the_same_losses(feature_runs):
 
 
 @pytest.fixture(scope="module")
-def finetune_run(tmp_path_factory, tiny_faces, state_file):
-    base = tmp_path_factory.mktemp("finetune")
-    env = cli_env(base / "cache")
-    run_dir = _train(base, env, "finetune", *FINETUNE, f"model.weights_path={state_file}", data_root=tiny_faces)
-    return base, env, run_dir
+def finetune_run(preset_runs):
+    """(base, env, run dir)."""
+    return preset_runs[1]
 
 
 def test_finetune_run_freezes_exactly_up_to_the_named_block(finetune_run, state):
@@ -361,7 +387,7 @@ REFERENCE = {"feature": "reference_alexnet.AlexNetFeature", "finetune": "referen
 
 def _reference_run(base, env, kind, *overrides, data_root):
     env = dict(env, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")]))
-    return _train(base, env, f"reference-{kind}", *overrides, f"model._target_={REFERENCE[kind]}",
+    return _start(base, env, f"reference-{kind}", *overrides, f"model._target_={REFERENCE[kind]}",
                   data_root=data_root)
 
 
@@ -373,8 +399,9 @@ def _without_time(rows):
 def reference_runs(feature_runs, finetune_run, tiny_faces, state_file):
     base, env, _, _ = feature_runs
     weights = f"model.weights_path={state_file}"
-    return {"feature": _reference_run(base, env, "feature", *FEATURE, weights, data_root=tiny_faces),
-            "finetune": _reference_run(base, env, "finetune", *FINETUNE, weights, data_root=tiny_faces)}
+    started = {"feature": _reference_run(base, env, "feature", *FEATURE, weights, data_root=tiny_faces),
+               "finetune": _reference_run(base, env, "finetune", *FINETUNE, weights, data_root=tiny_faces)}
+    return {kind: _finish(job) for kind, job in started.items()}
 
 
 def test_presets_train_exactly_as_the_classes_they_replaced(feature_runs, finetune_run, reference_runs):
@@ -402,13 +429,20 @@ def test_checkpoints_from_before_the_presets_still_load(reference_runs, feature_
     from facecls.inference.loading import load_run
 
     base, env, _, _ = feature_runs
-    for kind, preset_run in (("feature", feature_runs[2]), ("finetune", finetune_run[2])):
-        run_dir = reference_runs[kind]
-        old_class = f"facecls.models.alexnet.{REFERENCE[kind].rsplit('.', 1)[1]}"
+    old_classes = {kind: f"facecls.models.alexnet.{REFERENCE[kind].rsplit('.', 1)[1]}" for kind in REFERENCE}
+    for kind, old_class in old_classes.items():
         for name in ("best.pt", "last.pt"):
-            _as_before_the_presets(run_dir / "checkpoints" / name, old_class)
-        # eval reads the old best.pt (no reference module on the path now) and scores as training did
-        run_cli("eval", f"ckpt={run_dir / 'checkpoints' / 'best.pt'}", cwd=base, env=env)
+            _as_before_the_presets(reference_runs[kind] / "checkpoints" / name, old_class)
+    # eval reads each old best.pt (no reference module on the path now): both started side by side
+    evals = {kind: subprocess.Popen([sys.executable, "-m", "facecls", "eval",
+                                     f"ckpt={reference_runs[kind] / 'checkpoints' / 'best.pt'}"],
+                                    cwd=base, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for kind in REFERENCE}
+    for kind, preset_run in (("feature", feature_runs[2]), ("finetune", finetune_run[2])):
+        run_dir, old_class = reference_runs[kind], old_classes[kind]
+        # the old best.pt scores as training did
+        output, _ = evals[kind].communicate(timeout=600)
+        assert evals[kind].returncode == 0, output[-3000:]
         assert read_json(run_dir / "eval.json")["test_acc"] == read_json(run_dir / "metrics.json")["test_acc"]
         # the old last.pt reads as the preset's: same keys, optimizer groups of the same sizes
         with caplog.at_level(logging.INFO, logger="facecls.models.legacy"):

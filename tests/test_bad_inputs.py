@@ -11,7 +11,7 @@ from PIL import Image
 from facecls.data.decode import decode_images
 from facecls.data.preprocess import Preprocess
 
-from helpers import TINY, read_json, run_cli
+from helpers import TINY, cli_env, finish_cli, read_json, run_cli, start_cli
 
 
 def _rgb(size=(40, 30), seed=0):
@@ -128,11 +128,14 @@ def test_messy_folder_trains_and_reports_every_skip(tmp_path, tiny_faces, cache_
             write(odd / name)
     (odd / ".DS_Store").write_bytes(b"\0\1")
     (odd / "Thumbs.db").write_bytes(b"\0\1")
+    (odd / "notes.txt").write_text("hello")  # not an image either: skipped and listed too
     os.symlink(root, odd / "loop")  # a folder symlink pointing up: must not be followed
     proc = run_cli("train", "data=imagefolder", f"data.root={root}", *TINY, "trainer.max_epochs=1",
                    f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, env=cache_env)
     metrics = read_json(tmp_path / "run" / "metrics.json")
-    assert sorted(metrics["skipped"]) == sorted(f"{classes[1]}/{n}" for n in UNREADABLE)
+    assert sorted(metrics["skipped"]) == sorted(f"{classes[1]}/{n}" for n in [*UNREADABLE, "notes.txt"])
+    assert metrics["skipped_files"] == len(UNREADABLE) + 1
+    assert f"Skipped {len(UNREADABLE) + 1} unreadable file(s)" in proc.stdout + proc.stderr
     assert metrics["train_size"] + metrics["val_size"] + metrics["test_size"] == 36 + len(READABLE) - 1
     assert "Zoë Ångström" in (tmp_path / "run" / "checkpoints" / "best.pt").read_bytes().decode("utf-8", "ignore")
     assert "Traceback" not in proc.stderr
@@ -158,30 +161,53 @@ def test_duplicates_across_splits_are_reported_and_can_be_dropped(tmp_path, tiny
     assert dropped["val_size"] + dropped["test_size"] < kept["val_size"] + kept["test_size"]
 
 
-@pytest.mark.parametrize("case", ["output dir is a file", "ckpt missing", "ckpt not a checkpoint",
-                                  "single-image class", "resume not a run"])
-def test_more_user_mistakes_are_one_line(case, tmp_path, tiny_faces, cache_env):
-    command, args, expected, code = "train", [], "", 2
+def test_a_single_image_class_trains_with_a_warning(tmp_path, tiny_faces, caplog):
+    """In-process: a whole CLI run cost ~10 s here (that a CLI run prints facecls' warnings is
+    checked by test_loggers' test_unreachable_tracking_server_costs_nothing)."""
+    import logging
+
+    from facecls.training.run import run_training
+
+    from helpers import compose_tiny_train
+
+    root = tmp_path / "faces"
+    shutil.copytree(tiny_faces, root)
+    (root / "solo").mkdir()
+    shutil.copy(next((root / sorted(os.listdir(tiny_faces))[0]).glob("*.jpg")), root / "solo" / "one.jpg")
+    with caplog.at_level(logging.WARNING, logger="facecls"):
+        run_training(compose_tiny_train(root, tmp_path / "cache", "trainer.max_epochs=1"), tmp_path / "r")  # trains
+    assert "fewer than 3 images" in caplog.text and "solo (1)" in caplog.text
+
+
+MISTAKES = {"output dir is a file": "is a file", "ckpt missing": "does not exist",
+            "ckpt not a checkpoint": "not a readable checkpoint", "resume not a run": "not a facecls run dir"}
+
+
+def mistake(case: str, folder) -> list[str]:
+    """The command line of ``case``, with what it needs written into ``folder``."""
     if case == "output dir is a file":
-        (tmp_path / "file").write_text("x")
-        args, expected = [f"paths.output_dir={tmp_path / 'file' / 'runs'}"], "is a file"
-    elif case == "ckpt missing":
-        command, args, expected = "eval", [f"ckpt={tmp_path / 'nope.pt'}"], "does not exist"
-    elif case == "ckpt not a checkpoint":
-        (tmp_path / "x.pt").write_text("hello")
-        command, args, expected = "eval", [f"ckpt={tmp_path / 'x.pt'}"], "not a readable checkpoint"
-    elif case == "single-image class":
-        root = tmp_path / "faces"
-        shutil.copytree(tiny_faces, root)
-        (root / "solo").mkdir()
-        shutil.copy(next((root / sorted(os.listdir(tiny_faces))[0]).glob("*.jpg")), root / "solo" / "one.jpg")
-        args = ["data=imagefolder", f"data.root={root}", *TINY, "trainer.max_epochs=1",
-                f"hydra.run.dir={tmp_path / 'r'}"]
-        proc = run_cli(command, *args, cwd=tmp_path, env=cache_env)  # trains, with a warning
-        assert "fewer than 3 images" in proc.stdout and "solo (1)" in proc.stdout
-        return
-    elif case == "resume not a run":
-        args, expected = [f"resume={tmp_path}"], "not a facecls run dir"
-    proc = run_cli(command, *args, cwd=tmp_path, env=cache_env, check=False)
+        (folder / "file").write_text("x")
+        return ["train", f"paths.output_dir={folder / 'file' / 'runs'}"]
+    if case == "ckpt missing":
+        return ["eval", f"ckpt={folder / 'nope.pt'}"]
+    if case == "ckpt not a checkpoint":
+        (folder / "x.pt").write_text("hello")
+        return ["eval", f"ckpt={folder / 'x.pt'}"]
+    return ["train", f"resume={folder}"]
+
+
+@pytest.fixture(scope="module")
+def mistakes(tmp_path_factory):
+    """{case: its finished `facecls` process}, each in its own folder with its own cache, all side
+    by side: each ends soon after Python starts (most of its time; two cores)."""
+    folders = {case: tmp_path_factory.mktemp("mistake") for case in MISTAKES}
+    jobs = {case: start_cli(*mistake(case, folder), cwd=folder, env=cli_env(folder / "cache"))
+            for case, folder in folders.items()}
+    return {case: finish_cli(job, check=False) for case, job in jobs.items()}
+
+
+@pytest.mark.parametrize("case", MISTAKES)
+def test_more_user_mistakes_are_one_line(case, mistakes):
+    proc = mistakes[case]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == code and len(lines) == 1 and expected in lines[0], proc.stderr
+    assert proc.returncode == 2 and len(lines) == 1 and MISTAKES[case] in lines[0], proc.stderr

@@ -4,17 +4,25 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from helpers import TINY, cli_env, read_history, read_json, run_cli
+from helpers import TINY, cli_env, finish_cli, read_history, read_json, run_cli, start_cli
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_faces):
-    """One 2-epoch ConvNet run shared by the tests below."""
+def runs(tmp_path_factory, tiny_faces):
+    """Two runs of one command line (the same seed), each decoding into its own cache, started side
+    by side: base/run (`trained`) and base/twin (test_same_seed_gives_identical_history)."""
     base = tmp_path_factory.mktemp("train")
-    env = cli_env(base / "cache")
-    proc = run_cli("train", "data=imagefolder", f"data.root={tiny_faces}", *TINY,
-                   f"hydra.run.dir={base / 'run'}", cwd=base, env=env)
-    return base / "run", env, proc
+    jobs = {name: start_cli("train", "data=imagefolder", f"data.root={tiny_faces}", *TINY,
+                            f"hydra.run.dir={base / name}", cwd=base, env=cli_env(base / cache))
+            for name, cache in (("run", "cache"), ("twin", "cache-twin"))}
+    return base, {name: finish_cli(job) for name, job in jobs.items()}
+
+
+@pytest.fixture(scope="module")
+def trained(runs):
+    """One 2-epoch ConvNet run shared by the tests below."""
+    base, procs = runs
+    return base / "run", cli_env(base / "cache"), procs["run"]
 
 
 def test_train_writes_every_output_and_they_agree(trained):
@@ -63,12 +71,10 @@ def test_checkpoint_holds_plain_data(trained):
     assert last["epoch"] == 2 and last["optimizer"] is not None
 
 
-def test_same_seed_gives_identical_history(tmp_path, tiny_faces, cache_env):
-    rows = []
-    for name in ("a", "b"):
-        run_cli("train", "data=imagefolder", f"data.root={tiny_faces}", *TINY, "seed=3",
-                f"hydra.run.dir={tmp_path / name}", cwd=tmp_path, env=cache_env)
-        rows.append([{k: v for k, v in r.items() if k != "seconds"} for r in read_history(tmp_path / name)])
+def test_same_seed_gives_identical_history(runs):
+    base, _ = runs
+    rows = [[{k: v for k, v in r.items() if k != "seconds"} for r in read_history(base / name)]
+            for name in ("run", "twin")]
     assert rows[0] == rows[1]
 
 
@@ -84,6 +90,7 @@ def test_mlp_with_composed_regularisers(tmp_path, tiny_faces, cache_env):
     assert all(b == pytest.approx(a * 0.1) for a, b in zip(lrs, lrs[1:]))  # StepLR(step_size=1, gamma=0.1)
 
 
+@pytest.mark.slow  # ~12 s; test_reliability's test_diverging_run_stops_cleanly_and_sweep_goes_on runs a -m sweep too
 def test_multirun_makes_one_complete_dir_per_job(tmp_path, tiny_faces, cache_env):
     run_cli("train", "-m", "data=imagefolder", f"data.root={tiny_faces}", *TINY, "trainer.max_epochs=1",
             "reg=none,dropout", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, env=cache_env)
@@ -95,6 +102,7 @@ def test_multirun_makes_one_complete_dir_per_job(tmp_path, tiny_faces, cache_env
         assert f"reg={reg}" in (job / ".hydra" / "overrides.yaml").read_text()
 
 
+@pytest.mark.slow  # ~9 s; test_bad_inputs' test_messy_folder_trains_and_reports_every_skip checks the same and more
 def test_skips_and_counts_unreadable_files(tmp_path, tiny_faces, cache_env):
     import shutil
 

@@ -1,9 +1,12 @@
 """Each user mistake gives one line on stderr naming the cause and the fix — no traceback."""
 from __future__ import annotations
 
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
-from helpers import run_cli
+from helpers import cli_env, run_cli
 
 CASES = {
     "unknown model": (["model=foo"], ["unknown model 'foo'", "convnet", "mlp"]),
@@ -26,10 +29,50 @@ CASES = {
 }
 
 
+LAYOUTS = {"one class": "only one class", "empty class": "zz_empty", "no images": "no readable images"}
+
+
+def bad_folder(layout: str, root, tiny_faces):
+    if layout == "one class":
+        first = sorted(tiny_faces.iterdir())[0]
+        shutil.copytree(first, root / first.name)
+    elif layout == "empty class":
+        shutil.copytree(tiny_faces, root)
+        (root / "zz_empty").mkdir()
+    else:
+        (root / "a").mkdir(parents=True)
+        (root / "b").mkdir()
+        (root / "a" / "x.jpg").write_text("not an image")
+        (root / "b" / "y.jpg").write_text("not an image")
+    return root
+
+
+@pytest.fixture(scope="module")
+def failed(tmp_path_factory, tiny_faces):
+    """{case: the finished `facecls` process} for every case below, each in its own folder with its
+    own cache, four at a time: each ends soon after Python starts, which is most of its time, and
+    one after another they took a minute on two cores."""
+    base = tmp_path_factory.mktemp("errors")
+    commands = {name: ["train", "trainer.max_epochs=1", *case[0]] for name, case in CASES.items() if case}
+    commands["unknown command"] = ["trian"]
+    for layout in LAYOUTS:
+        root = bad_folder(layout, base / layout.replace(" ", "-") / "faces", tiny_faces)
+        commands[layout] = ["train", "data=imagefolder", f"data.root={root}", "trainer.max_epochs=1"]
+
+    def run(numbered):
+        number, name = numbered
+        folder = base / str(number)
+        folder.mkdir()
+        return run_cli(*commands[name], cwd=folder, env=cli_env(folder / "cache"), check=False)
+
+    with ThreadPoolExecutor(4) as pool:
+        return dict(zip(commands, pool.map(run, enumerate(commands))))
+
+
 @pytest.mark.parametrize("name", [k for k, v in CASES.items() if v])
-def test_config_error_is_one_line(name, tmp_path, cache_env):
-    args, expected = CASES[name]
-    proc = run_cli("train", "trainer.max_epochs=1", *args, cwd=tmp_path, env=cache_env, check=False)
+def test_config_error_is_one_line(name, failed):
+    _, expected = CASES[name]
+    proc = failed[name]
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
@@ -39,34 +82,16 @@ def test_config_error_is_one_line(name, tmp_path, cache_env):
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
-def test_unknown_command(tmp_path, cache_env):
-    proc = run_cli("trian", cwd=tmp_path, env=cache_env, check=False)
+def test_unknown_command(failed):
+    proc = failed["unknown command"]
     assert proc.returncode == 2 and "unknown command 'trian'" in proc.stderr and "train" in proc.stderr
 
 
-@pytest.mark.parametrize("layout", ["one class", "empty class", "no images"])
-def test_bad_data_folder(layout, tmp_path, cache_env, tiny_faces):
-    import shutil
-
-    root = tmp_path / "faces"
-    if layout == "one class":
-        first = sorted(tiny_faces.iterdir())[0]
-        shutil.copytree(first, root / first.name)
-        expected = "only one class"
-    elif layout == "empty class":
-        shutil.copytree(tiny_faces, root)
-        (root / "zz_empty").mkdir()
-        expected = "zz_empty"
-    else:
-        (root / "a").mkdir(parents=True)
-        (root / "b").mkdir()
-        (root / "a" / "x.jpg").write_text("not an image")
-        (root / "b" / "y.jpg").write_text("not an image")
-        expected = "no readable images"
-    proc = run_cli("train", "data=imagefolder", f"data.root={root}", "trainer.max_epochs=1",
-                   cwd=tmp_path, env=cache_env, check=False)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_bad_data_folder(layout, failed):
+    proc = failed[layout]
     assert proc.returncode == 2
-    assert expected in proc.stderr and "Traceback" not in proc.stderr
+    assert LAYOUTS[layout] in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_group_choices_include_sub_folders_but_not_shared_blocks():

@@ -91,9 +91,11 @@ def test_compact_rows_moves_kept_rows_up_in_order():
     assert kept == 3 and rows[:3, 0].tolist() == [1, 2, 4]
 
 
-def test_train_with_data_over_the_budget(tiny_faces, tmp_path, cache_env):
-    run_cli("train", "data=imagefolder", f"data.root={tiny_faces}", f"data.cache_max_gb={TINY_BUDGET}", *TINY,
-            "hydra.run.dir=" + str(tmp_path / "run"), cwd=tmp_path, env=cache_env)
+def test_train_with_data_over_the_budget(compose_train, tmp_path):
+    from facecls.training.run import run_training
+
+    # in-process (test_bad_budget_is_one_line below takes data.cache_max_gb through the CLI)
+    run_training(compose_train(f"data.cache_max_gb={TINY_BUDGET}"), tmp_path / "run")
     metrics = read_json(only_run_dir(tmp_path) / "metrics.json")
     assert metrics["epochs_run"] == 2 and 0.0 <= metrics["test_acc"] <= 1.0
     assert list((tmp_path / "cache" / "tensors").glob("*.u8"))

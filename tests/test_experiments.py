@@ -64,7 +64,10 @@ def test_modern_regulariser_options_switch_on_what_they_name():
     assert params["reg"] == "none," + ",".join(settings)
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
+# s2_5_guided_backprop only includes s2_4_alexnet_finetune (the same run, drawn afterwards): slow, as the
+# s2_4_alexnet_finetune case runs that very config
+@pytest.mark.parametrize("experiment", [pytest.param(e, marks=pytest.mark.slow) if e == "s2_5_guided_backprop" else e
+                                        for e in EXPERIMENTS])
 def test_experiment_composes_and_runs_one_tiny_epoch(experiment, tiny_faces, tmp_path):
     from facecls.training.run import run_training
 

@@ -11,7 +11,7 @@ skdata = pytest.importorskip("skimage.data", reason="needs scikit-image (dev ext
 
 from facecls.data.faces import Detector, FaceCrop  # noqa: E402
 
-from helpers import TINY, read_csv, read_json, run_cli  # noqa: E402
+from helpers import TINY, finish_cli, read_csv, read_json, run_cli, start_cli  # noqa: E402
 
 ASTRONAUT_FACE = (177, 66, 95, 95)  # the face box in skimage.data.astronaut() (512×512), measured
 
@@ -83,6 +83,8 @@ def test_detect_crops_trains_lists_misses_and_reuses_the_cache(tmp_path, cache_e
             composed(i, rng)[0].save(root / split_of[i] / person / f"{i}.jpg")
     background(rng).save(root / "train" / "ben" / "no_face.jpg")
     args = ["train", "data=imagefolder", f"data.root={root}", *TINY, "trainer.max_epochs=1", "data.faces.mode=detect"]
+    out = tmp_path / "crops"  # make-data crops detects on its own (no cache): it runs beside the two trainings
+    crops = start_cli("make-data", "crops", f"data.root={root}", f"out={out}", cwd=tmp_path, env=cache_env)
     run_cli(*args, f"hydra.run.dir={tmp_path / 'a'}", cwd=tmp_path, env=cache_env)
     metrics = read_json(tmp_path / "a" / "metrics.json")
     missed = "train/ben/no_face.jpg"
@@ -93,8 +95,7 @@ def test_detect_crops_trains_lists_misses_and_reuses_the_cache(tmp_path, cache_e
     second = (tmp_path / "b" / "train.log").read_text()
     assert "from cache" in second and "cropped to their largest face" not in second  # no detection again
 
-    out = tmp_path / "crops"
-    run_cli("make-data", "crops", f"data.root={root}", f"out={out}", cwd=tmp_path, env=cache_env)
+    finish_cli(crops)
     boxes = read_csv(out / "boxes.csv")
     assert len(boxes) == len(list(out.rglob("*.jpg"))) >= 15 and not (out / missed).exists()
     first = Image.open(out / boxes[0]["file"])

@@ -11,7 +11,7 @@ from facecls.data.dataset import Split, _warn_small_classes
 from facecls.errors import UserError
 from facecls.training.imbalance import check_sampler, class_weights
 
-from helpers import read_json, run_cli
+from helpers import finish_cli, read_json, start_cli
 
 
 def test_balanced_weights_are_inverse_frequency_and_lists_are_checked():
@@ -51,11 +51,14 @@ def test_imbalance_warning_names_the_classes(caplog):
 def test_weights_and_sampler_reach_the_run_and_metrics_json(tmp_path, tiny_faces, cache_env):
     from helpers import TINY
 
-    run_cli("train", "data=imagefolder", f"data.root={tiny_faces}", *TINY, "trainer.class_weights=[1,2,3]",
-            "data.sampler=balanced", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, env=cache_env)
+    # the run and the mistake side by side
+    jobs = [start_cli("train", "data=imagefolder", f"data.root={tiny_faces}", *TINY, "trainer.class_weights=[1,2,3]",
+                      "data.sampler=balanced", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, env=cache_env),
+            start_cli("train", "data=imagefolder", f"data.root={tiny_faces}", *TINY, "trainer.class_weights=[1,2]",
+                      f"hydra.run.dir={tmp_path / 'bad'}", cwd=tmp_path, env=cache_env)]
+    proc = finish_cli(jobs[1], check=False)
+    finish_cli(jobs[0])
     metrics = read_json(tmp_path / "run" / "metrics.json")
     assert metrics["class_weights"] == [1.0, 2.0, 3.0] and metrics["sampler"] == "balanced"
-    proc = run_cli("train", "data=imagefolder", f"data.root={tiny_faces}", *TINY, "trainer.class_weights=[1,2]",
-                   f"hydra.run.dir={tmp_path / 'bad'}", cwd=tmp_path, env=cache_env, check=False)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and "has 2 values for 3 classes" in lines[0]

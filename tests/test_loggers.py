@@ -116,23 +116,30 @@ def test_tensorboard_hparams_hold_the_overrides_and_final_metrics(tracked):
     assert "hparam/test_acc" in {m.name.tag for m in experiment.metric_infos}
 
 
-def test_inspect_figures_go_into_the_runs_tensorboard(tracked, tmp_path):
+def test_inspect_figures_go_into_the_runs_tensorboard(tracked, tmp_path, monkeypatch):
     """eval, robustness and visualize add the PNGs they write to the run's event files (a new
-    file in <run>/tb): the Images tab shows them, pixel for pixel; a run without tb is left alone."""
+    file in <run>/tb): the Images tab shows them, pixel for pixel; a run without tb is left alone.
+    The commands' mains run in-process (three Python starts less; the CLI runs each of them in
+    test_cli_train, test_robustness and test_visualize)."""
     import io
     import shutil
 
     import numpy as np
     from PIL import Image
 
+    from facecls.commands.eval import main as eval_main
+    from facecls.commands.robustness import main as robustness_main
+    from facecls.commands.visualize import main as visualize_main
+    from facecls.config.compose import compose
+
     base, runs = tracked
     run_dir = Path(shutil.copytree(runs["run"][0], tmp_path / "run"))  # the other tests keep theirs
     ckpt = run_dir / "checkpoints" / "best.pt"
-    env = cli_env(base / "cache")
+    monkeypatch.setenv("FACECLS_CACHE_DIR", str(base / "cache"))
     trained = set(event_accumulator(run_dir / "tb").Tags()["images"])
-    run_cli("eval", f"ckpt={ckpt}", cwd=tmp_path, env=env)
-    run_cli("robustness", f"ckpt={ckpt}", "variation=[identity]", cwd=tmp_path, env=env)
-    run_cli("visualize", "weights", f"ckpt={ckpt}", cwd=tmp_path, env=env)
+    eval_main(compose("eval", [f"ckpt={ckpt}"]))
+    robustness_main(compose("robustness", [f"ckpt={ckpt}", "variation=[identity]"]))
+    visualize_main(compose("visualize", ["kind=weights", f"ckpt={ckpt}"]))
 
     acc = event_accumulator(run_dir / "tb")
     expected = {"eval/eval_reliability": "eval_reliability.png", "robustness/robustness": "robustness.png",
@@ -150,7 +157,7 @@ def test_inspect_figures_go_into_the_runs_tensorboard(tracked, tmp_path):
 
     plain = tmp_path / "plain"  # the same run without TensorBoard files: nothing new appears
     shutil.copytree(run_dir / "checkpoints", plain / "checkpoints")
-    run_cli("eval", f"ckpt={plain / 'checkpoints' / 'best.pt'}", cwd=tmp_path, env=env)
+    eval_main(compose("eval", [f"ckpt={plain / 'checkpoints' / 'best.pt'}"]))
     assert (plain / "eval_reliability.png").is_file() and not (plain / "tb").exists()
 
 
@@ -309,9 +316,12 @@ def wait_for(url: str, data: bytes | None = None, timeout: float = 60.0) -> byte
             time.sleep(0.3)
 
 
+# 15-17 s; test_mlflow_run_holds_config_metrics_tags_and_files and test_tensorboard_scalars_equal_history_csv
+# read the same store and event files with the trackers' own readers (MlflowClient, EventAccumulator)
+@pytest.mark.slow
 def test_real_servers_show_the_run(tracked):
     """`mlflow server` on the run's SQLite store and `tensorboard --logdir` on its folder, read over
-    HTTP (8-15 s here, so not marked slow)."""
+    HTTP."""
     base, runs = tracked
     run_dir = runs["run"][0]
     bin_dir = Path(sys.executable).parent

@@ -107,7 +107,7 @@ def test_nll_stays_finite_for_a_certain_mistake():
     assert math.isfinite(negative_log_likelihood(torch.tensor([[1.0, 0.0]]), torch.tensor([1])))
 
 
-def test_train_and_eval_write_per_class_metrics_and_calibration(tmp_path, cache_env):
+def test_train_and_eval_write_per_class_metrics_and_calibration(tmp_path, cache_env, monkeypatch):
     """A tiny imbalanced dataset with Unicode class names: per_class.csv, metrics.json,
     reliability.png/.csv from training, and the same numbers again from `facecls eval`."""
     from facecls.data.synthetic import write_dataset
@@ -139,7 +139,12 @@ def test_train_and_eval_write_per_class_metrics_and_calibration(tmp_path, cache_
         image.verify()
         assert image.format == "PNG"
 
-    run_cli("eval", f"ckpt={run_dir / 'checkpoints' / 'best.pt'}", "calibrate=true", cwd=tmp_path, env=cache_env)
+    from facecls.commands.eval import main as eval_main
+    from facecls.config.compose import compose
+
+    # `facecls eval`'s main in-process (one Python start less; test_cli_train runs eval through the CLI)
+    monkeypatch.setenv("FACECLS_CACHE_DIR", cache_env["FACECLS_CACHE_DIR"])
+    eval_main(compose("eval", [f"ckpt={run_dir / 'checkpoints' / 'best.pt'}", "calibrate=true"]))
     scores = read_json(run_dir / "eval.json")
     assert scores["calibration"]["temperature"] > 0 and scores["calibration"]["fitted_on"] == "val"
     assert scores["calibration"]["test_ece_before"] == pytest.approx(metrics["test_ece"], abs=1e-6)

@@ -128,7 +128,7 @@ def test_names_in_any_script_or_encoding_reach_csv_json_and_figures(tmp_path):
 def test_a_resized_recompressed_copy_in_another_split_is_reported_and_dropped(tmp_path, tiny_faces, cache_env):
     import shutil
 
-    from helpers import TINY, read_json, run_cli
+    from helpers import TINY, finish_cli, read_json, start_cli
 
     root = tmp_path / "faces"
     for split in ("train", "val", "test"):
@@ -143,9 +143,11 @@ def test_a_resized_recompressed_copy_in_another_split_is_reported_and_dropped(tm
     copy = root / "test" / source.name / "copy_of_a_train_image.jpg"
     image.resize((image.width * 3 // 4, image.height * 3 // 4)).save(copy, quality=60)  # resized + recompressed
 
-    for drop in ("false", "true"):
-        run_cli("train", "data=imagefolder", f"data.root={root}", *TINY, "trainer.max_epochs=1",
-                f"data.drop_duplicates={drop}", f"hydra.run.dir={tmp_path / drop}", cwd=tmp_path, env=cache_env)
+    runs = [start_cli("train", "data=imagefolder", f"data.root={root}", *TINY, "trainer.max_epochs=1",
+                      f"data.drop_duplicates={drop}", f"hydra.run.dir={tmp_path / drop}", cwd=tmp_path, env=cache_env)
+            for drop in ("false", "true")]  # side by side
+    for run in runs:
+        finish_cli(run)
     kept, dropped = read_json(tmp_path / "false" / "metrics.json"), read_json(tmp_path / "true" / "metrics.json")
     assert kept["duplicates_across_splits"] == 0 and kept["near_duplicates_across_splits"] >= 1
     example = " ".join(kept["near_duplicate_examples"][0])
@@ -203,16 +205,21 @@ def cartoon_face(rng, size: int = 32) -> Image.Image:
     return im
 
 
-def test_training_learns_what_the_orientation_tag_shows(tmp_path, cache_env):
+def test_training_learns_what_the_orientation_tag_shows(tmp_path, monkeypatch):
     """Two classes with the very same stored pixels: every face is stored sideways, tagged
     orientation 6 ("turn clockwise": it shows upright) in class `upright` and 8 ("turn
     anticlockwise": it shows upside down) in class `upside_down`. Only decoding that applies
-    the tag can tell the classes apart: ignoring it gives identical inputs, at best chance."""
+    the tag can tell the classes apart: ignoring it gives identical inputs, at best chance.
+    Trained and predicted in-process (the same decoding; two CLI starts cost ~8 s here)."""
     import random
 
     from PIL import ImageOps
 
-    from helpers import TINY, read_csv, read_json, run_cli
+    from facecls.config.compose import compose
+    from facecls.inspect.predict import run_predict
+    from facecls.training.run import run_training
+
+    from helpers import compose_tiny_train, read_csv, read_json
 
     root, loose = tmp_path / "faces", tmp_path / "loose"
     for folder in (root / "upright", root / "upside_down", loose):
@@ -230,8 +237,8 @@ def test_training_learns_what_the_orientation_tag_shows(tmp_path, cache_env):
         assert np.array_equal(np.asarray(ImageOps.exif_transpose(a)), np.asarray(faces[0]))
         assert np.array_equal(np.asarray(ImageOps.exif_transpose(b)), np.asarray(faces[0].rotate(180)))
 
-    run_cli("train", "data=imagefolder", f"data.root={root}", *TINY, "trainer.max_epochs=4",
-            f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, env=cache_env)
+    monkeypatch.setenv("FACECLS_CACHE_DIR", str(tmp_path / "cache"))  # predict's cache too
+    run_training(compose_tiny_train(root, tmp_path / "cache", "trainer.max_epochs=4"), tmp_path / "run")
     metrics = read_json(tmp_path / "run" / "metrics.json")
     assert metrics["test_size"] >= 8 and metrics["test_acc"] >= 0.9, metrics  # identical inputs: ~0.5
 
@@ -239,8 +246,8 @@ def test_training_learns_what_the_orientation_tag_shows(tmp_path, cache_env):
     (loose / "tagged.png").write_bytes((root / "upside_down" / "face_000.png").read_bytes())
     faces[0].rotate(180).save(loose / "plain_upside_down.png")
     faces[0].transpose(Image.Transpose.ROTATE_90).save(loose / "untagged_sideways.png")
-    run_cli("predict", f"ckpt={tmp_path / 'run' / 'checkpoints' / 'best.pt'}", f"input={loose}",
-            f"out={tmp_path / 'predict'}", cwd=tmp_path, env=cache_env)
+    run_predict(compose("predict", [f"ckpt={tmp_path / 'run' / 'checkpoints' / 'best.pt'}", f"input={loose}",
+                                    f"out={tmp_path / 'predict'}", "progress=false"]))
     rows = {r["file"]: r for r in read_csv(tmp_path / "predict" / "predictions.csv")}
     scores = {f: (r["top1"], r["p1"], r["top2"], r["p2"]) for f, r in rows.items()}
     assert scores["tagged.png"] == scores["plain_upside_down.png"]

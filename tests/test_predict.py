@@ -10,16 +10,14 @@ from PIL import Image
 
 from facecls.errors import UserError
 
-from helpers import FAST, cli_env, read_csv, read_json, run_cli
+from helpers import read_csv, read_json, run_cli, train_runs
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_faces):
-    base = tmp_path_factory.mktemp("predict")
-    env = cli_env(base / "cache")
-    run_cli("train", "data=imagefolder", f"data.root={tiny_faces}", *FAST, f"hydra.run.dir={base / 'run'}",
-            cwd=base, env=env)
-    return base / "run" / "checkpoints" / "best.pt", env
+    """A one-epoch ConvNet `facecls train` run (FAST): a copy of the session's (helpers.train_runs)."""
+    ckpts, env = train_runs(tmp_path_factory.mktemp("predict"), tiny_faces, ["convnet"])
+    return ckpts["convnet"], env
 
 
 def test_folder_with_a_corrupt_file_and_the_same_classes_as_eval(trained, tiny_faces, tmp_path):

@@ -13,7 +13,7 @@ from torchvision.transforms import v2
 from facecls.errors import UserError
 from facecls.inspect.robustness import evaluate_under, variation_settings
 
-from helpers import read_csv, run_cli, train_runs
+from helpers import finish_cli, read_csv, run_cli, start_cli, train_runs
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -34,8 +34,11 @@ def test_cli_identity_equals_clean_and_two_runs_are_identical(trained, tmp_path)
     ckpt, env = trained
     args = ["robustness", f"ckpt={ckpt}", "variation=[identity,gaussian_blur,rotation]",
             "variation.gaussian_blur.sigma=[0.5,2]"]
-    proc = run_cli(*args, f"out={tmp_path / 'a'}", cwd=tmp_path, env=env)
-    run_cli(*args, f"out={tmp_path / 'b'}", cwd=tmp_path, env=env)
+    # the two repeats and `facecls eval` (compared below) side by side, each into its own folder
+    jobs = [start_cli(*args, f"out={tmp_path / 'a'}", cwd=tmp_path, env=env),
+            start_cli(*args, f"out={tmp_path / 'b'}", cwd=tmp_path, env=env),
+            start_cli("eval", f"ckpt={ckpt}", f"out={tmp_path / 'e'}", cwd=tmp_path, env=env)]
+    proc = [finish_cli(job) for job in jobs][0]
     first = (tmp_path / "a" / "robustness.csv").read_text()
     assert first == (tmp_path / "b" / "robustness.csv").read_text()  # seeded: repeats exactly
     rows = read_csv(tmp_path / "a" / "robustness.csv")
@@ -60,7 +63,6 @@ def test_cli_identity_equals_clean_and_two_runs_are_identical(trained, tmp_path)
         tmp_path / "b" / "robustness_per_class.csv").read_text()
 
     # Per class: the clean and identity test rows are exactly `facecls eval`'s eval_per_class.csv.
-    run_cli("eval", f"ckpt={ckpt}", f"out={tmp_path / 'e'}", cwd=tmp_path, env=env)
     evaluated = read_csv(tmp_path / "e" / "eval_per_class.csv")
     per_class = read_csv(tmp_path / "a" / "robustness_per_class.csv")
     assert list(per_class[0]) == ["variation", "parameter", "value", "split", "class", "precision", "recall", "f1",

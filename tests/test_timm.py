@@ -1,6 +1,6 @@
 """model.source=timm: timm's models as backbones of model=feature_extractor|finetune and in
 `facecls models` — names, tags, preprocessing from pretrained_cfg, weights files, cutting,
-freezing, the feature-cache identity, a CLI train + eval.
+freezing, the feature-cache identity, runs, and `facecls eval` of one.
 
 Nothing is downloaded: timm's tiny test models (test_resnet, test_convnext, test_vit: ~0.5 M
 parameters) with random weights or state_dicts the tests save; FACECLS_OFFLINE=1, empty caches.
@@ -12,7 +12,7 @@ import torch
 
 from facecls.errors import UserError
 
-from helpers import TINY, cli_env, read_json, run_cli
+from helpers import cli_env, read_json, run_cli
 
 timm = pytest.importorskip("timm")
 
@@ -189,13 +189,16 @@ def test_finetune_run_keeps_the_frozen_stage_and_trains_the_rest(state_files, co
     assert [g["lr"] for g in last["optimizer"]["param_groups"]] == pytest.approx([1e-3, 5e-4])
 
 
-def test_cli_feature_extractor_run_is_frozen_and_eval_reproduces_test_acc(state_files, tiny_faces, tmp_path):
-    env = dict(cli_env(tmp_path / "cache"), FACECLS_OFFLINE="1", TORCH_HOME=str(tmp_path / "torch-home"),
-               HF_HUB_CACHE=str(tmp_path / "hf-cache"))
+def test_cli_feature_extractor_run_is_frozen_and_eval_reproduces_test_acc(state_files, compose_train, tmp_path):
+    from facecls.training.run import run_training
+
+    # trained in-process (the CLI's config, composed: one Python start less), evaluated by the CLI
+    cfg = compose_train("model=feature_extractor", "model.name=test_resnet",
+                        f"model.weights_path={state_files['test_resnet']}", *TIMM)
     run_dir = tmp_path / "run"
-    run_cli("train", "data=imagefolder", f"data.root={tiny_faces}", *TINY, "model=feature_extractor",
-            "model.source=timm", "model.name=test_resnet", f"model.weights_path={state_files['test_resnet']}",
-            "model.input_size=32", "trainer.max_epochs=1", f"hydra.run.dir={run_dir}", cwd=tmp_path, env=env)
+    run_training(cfg, run_dir)
+    env = dict(cli_env(cfg.paths.cache_dir), FACECLS_OFFLINE="1", TORCH_HOME=str(tmp_path / "torch-home"),
+               HF_HUB_CACHE=str(tmp_path / "hf-cache"))
     state = load(state_files["test_resnet"])
     saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
     backbone = {k.removeprefix("backbone.body."): v for k, v in saved.items() if k.startswith("backbone.")}
