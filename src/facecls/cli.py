@@ -90,7 +90,7 @@ def lock_run_dir(args: list[str]) -> None:
             exit_with(str(err))
 
 
-# Config groups whose files may set hydra.mode (conf/experiment/*: MULTIRUN); tests/test_cli_fast.py keeps it true.
+# Config groups whose files may set hydra.mode (conf/experiment/*: MULTIRUN); tests/test_startup.py keeps it true.
 MODE_GROUPS = ("experiment", "hparams_search", "hydra")
 
 

@@ -122,22 +122,19 @@ def check_keys(conf_dir: str, config_name: str, overrides: list) -> None:
 
     for override in dotted:
         key = override.key_or_group
-        parent, _, leaf = key.rpartition(".")
-        node, walked = tree, []
-        for part in parent.split("."):
-            if isinstance(node, dict) and part not in node:  # e.g. eval.tta=… where the command has no eval node
-                where = f"'{'.'.join(walked)}' has" if walked else f"the {config_name} config has"
-                exit_with(f"unknown key '{'.'.join([*walked, part])}' (in {key}) — {where}: "
-                          f"{', '.join(map(str, node))}{_hint(key, tree)}.")
-            node = node.get(part) if isinstance(node, dict) else None
-            walked.append(part)
-        if isinstance(node, dict) and leaf in node:
-            check_settings_value(key, node[leaf], override)
-            continue
-        if not isinstance(node, dict):
-            continue  # it indexes into a list
-        known = ", ".join(map(str, node))
-        exit_with(f"unknown key '{key}' — '{parent}' has: {known} (to add a new key write +{key}=…).")
+        parts, node = key.split("."), tree
+        for depth, part in enumerate(parts):
+            if not isinstance(node, dict):
+                break  # it indexes into a list (or below a plain value)
+            if part not in node:  # e.g. trainer.foo=1, or eval.tta=… where the command has no eval node
+                walked, last = ".".join(parts[:depth]), depth == len(parts) - 1
+                where = f"'{walked}' has" if walked else f"the {config_name} config has"
+                exit_with(f"unknown key '{'.'.join(parts[:depth + 1])}'" + ("" if last else f" (in {key})")
+                          + f" — {where}: {', '.join(map(str, node))}"
+                          + (f" (to add a new key write +{key}=…)." if last else f"{_hint(key, tree)}."))
+            node = node[part]
+        else:
+            check_settings_value(key, node, override)
 
 
 def _hint(key: str, tree: dict) -> str:
