@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+import facecls.direct_write as direct_write
 from facecls.config.args import expand_resume_args, quote_plain_values
 from facecls.config.compose import config_dir
 from facecls.config.overrides import check_overrides, run_dir_target
@@ -151,11 +152,15 @@ def test_read_only_disks_are_one_line_before_the_work(trained, tmp_path, disk):
 
 
 # ---------------------------------------------------------------- 2. full disks
-def test_torch_save_on_a_full_disk_keeps_the_previous_file(disk):
+@pytest.mark.parametrize("direct", [False, True], ids=["page-cache", "o-direct"])
+def test_torch_save_on_a_full_disk_keeps_the_previous_file(disk, direct, monkeypatch):
+    if direct:  # a checkpoint-sized write, past the page cache (tmpfs takes O_DIRECT since Linux 6.6)
+        monkeypatch.setattr(direct_write, "MIN_BYTES", 1)
+        monkeypatch.setattr(direct_write, "CHUNK", 64 * 1024)
     small = disk("256k")
-    atomic_torch_save({"w": torch.zeros(10)}, small / "last.pt")
+    atomic_torch_save({"w": torch.zeros(10)}, small / "last.pt", direct=direct)
     with pytest.raises(DiskFull) as caught:
-        atomic_torch_save({"w": torch.zeros(200_000)}, small / "last.pt")  # 800 KB onto 256 KB
+        atomic_torch_save({"w": torch.zeros(200_000)}, small / "last.pt", direct=direct)  # 800 KB onto 256 KB
     message = str(caught.value)
     assert "needed about 781.2 KB" in message and "free" in message and "\n" not in message
     assert isinstance(caught.value, OSError)  # a cache's `except OSError` goes on without the file

@@ -130,10 +130,11 @@ def lock_dir(folder: str | os.PathLike, fix: str) -> None:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb",
-                 need_bytes: int | None = None) -> Path:
+                 need_bytes: int | None = None, direct: bool = False) -> Path:
     """Call ``write(fileobj)`` on a temp file in the target's folder, then rename it into place.
     A full disk (whatever the writer raises for it) is :class:`DiskFull`, a place that cannot be
-    written :class:`CannotWrite`; either way the target is untouched."""
+    written :class:`CannotWrite`; either way the target is untouched. ``direct``: binary writes
+    past the page cache (facecls.direct_write; NoDirectIO where the file system has none)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +144,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
             raise DiskFull(path, need_bytes, _free_bytes(path.parent) if path.parent.is_dir() else None) from None
         raise CannotWrite(path, err.errno or errno.EIO, (err.strerror or str(err)).lower()) from None
     try:
-        _write_and_replace(fd, tmp, path, write, mode)
+        _write_and_replace(fd, tmp, path, write, mode, direct)
     except BaseException as err:
         written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
         if os.path.exists(tmp):
@@ -155,8 +156,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     return path
 
 
-def _write_and_replace(fd: int, tmp: str, path: Path, write: Callable[[Any], None], mode: str) -> None:
+def _write_and_replace(fd: int, tmp: str, path: Path, write: Callable[[Any], None], mode: str,
+                       direct: bool = False) -> None:
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
+    if direct:
+        from facecls.direct_write import open_direct
+
+        try:
+            target = open_direct(fd)
+            write(target)
+            target.finish()
+            os.fsync(fd)  # the data is on disk already; this makes the size and the name durable
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        return
     # A file name from another encoding (kept by Python as surrogates) is written as
     # \udcxx escapes: the text stays valid UTF-8 and never fails on a name.
     text = {"encoding": "utf-8", "newline": "", "errors": "backslashreplace"}
@@ -177,10 +191,21 @@ def tensor_bytes(obj: Any) -> int:
     return int(nbytes) if isinstance(nbytes, int) else 0
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+def atomic_torch_save(obj: Any, path: str | os.PathLike, direct: bool = False) -> Path:
+    """torch.save, atomically. ``direct``: a big object that nothing reads back soon (a
+    checkpoint, rewritten every epoch) goes past the page cache where the file system allows it
+    (facecls.direct_write says why); caches that the next run reads stay buffered."""
     import torch
 
-    return atomic_write(path, lambda f: torch.save(obj, f), need_bytes=tensor_bytes(obj))
+    from facecls.direct_write import MIN_BYTES, NoDirectIO
+
+    need = tensor_bytes(obj)
+    if direct and need >= MIN_BYTES:
+        try:
+            return atomic_write(path, lambda f: torch.save(obj, f), need_bytes=need, direct=True)
+        except NoDirectIO:
+            pass  # no O_DIRECT here (the temp file is gone): through the page cache as any file
+    return atomic_write(path, lambda f: torch.save(obj, f), need_bytes=need)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

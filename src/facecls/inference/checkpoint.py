@@ -60,8 +60,9 @@ class Checkpoint:
 
 
 def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
-    """Write a checkpoint atomically (a crash leaves the previous file intact)."""
-    return atomic_torch_save(checkpoint.to_dict(), path)
+    """Write a checkpoint atomically (a crash leaves the previous file intact), past the page
+    cache: a run rewrites it every epoch and rarely reads it back (facecls.direct_write)."""
+    return atomic_torch_save(checkpoint.to_dict(), path, direct=True)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
