@@ -58,3 +58,41 @@ def test_a_plain_run_imports_no_inductor():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["False"]
+
+
+def test_a_sweeps_jobs_are_composed_once(monkeypatch):
+    """Hydra's sweeper composes every job to validate it, then its launcher composes each again:
+    facecls.sweeps.validated hands the launcher the validated config, with the master's resolver
+    cache (the sweep dir's ${now:…}) copied in again."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.utils import setup_globals
+    from hydra.plugins.sweeper import Sweeper
+    from hydra.types import RunMode
+
+    from facecls.config.compose import register_resolvers
+    from facecls.sweeps.validated import _composed, reuse_validated_configs
+
+    setup_globals()
+    register_resolvers()
+    reuse_validated_configs()
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(config_dir()))
+    master = loader.load_configuration("train", overrides=["hydra.sweep.dir=sweeps/${now:%H-%M-%S-%f}"],
+                                       run_mode=RunMode.MULTIRUN)
+    compositions = []
+    real = ConfigLoaderImpl.load_configuration
+    monkeypatch.setattr(ConfigLoaderImpl, "load_configuration",
+                        lambda self, *a, **k: compositions.append(k.get("overrides")) or real(self, *a, **k))
+    sweeper = type("Sweeper", (), {"config": master, "config_loader": loader, "hydra_context": None})()
+    batch = [["seed=1", "model=mlp"], ["seed=2", "model=convnet"], ["seed=2", "model=convnet"]]
+    Sweeper.validate_batch_is_legal(sweeper, batch)
+    assert len(compositions) == 3  # the validation composed each job
+    sweep_dir = master.hydra.sweep.dir  # the launcher resolves it after the validation
+    jobs = [loader.load_sweep_config(master, list(overrides)) for overrides in batch]
+    assert len(compositions) == 3  # …and the launcher composed none again
+    assert [(j.seed, j.model._target_.rsplit(".", 1)[-1]) for j in jobs] == [(1, "MLP"), (2, "ConvNet"), (2, "ConvNet")]
+    assert jobs[1] is not jobs[2]  # identical overrides: one config each, as Hydra gives
+    assert all(j.hydra.sweep.dir == sweep_dir for j in jobs)  # the same ${now:…} as the master
+    assert not _composed  # each validated config was handed over once: nothing kept
+    loader.load_sweep_config(master, ["seed=3"])  # never validated: composed as before
+    assert len(compositions) == 4

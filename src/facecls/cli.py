@@ -212,7 +212,10 @@ def run_command(argv: list[str] | None = None) -> None:
 
     import hydra
 
+    from facecls.sweeps.validated import reuse_validated_configs
+
     compose_once(rest)
+    reuse_validated_configs()  # a sweep's jobs are composed once, not twice
     task = importlib.import_module(module_name).main
     app = hydra.main(config_path=config_dir(), config_name=config_name, version_base="1.3")(task)
     sys.argv = [f"facecls {command}", *rest]
