@@ -58,8 +58,12 @@ def test_a_direct_write_is_byte_for_byte_torch_save(tmp_path, small_direct):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temp file left
 
 
-def test_without_o_direct_the_write_goes_through_the_page_cache(tmp_path, small_direct, monkeypatch):
-    monkeypatch.setattr(direct_write, "O_DIRECT", None)  # macOS, Windows
+@pytest.mark.parametrize("switch", ["platform", "FACECLS_DIRECT_IO=0"])
+def test_without_o_direct_the_write_goes_through_the_page_cache(tmp_path, small_direct, monkeypatch, switch):
+    if switch == "platform":
+        monkeypatch.setattr(direct_write, "O_DIRECT", None)  # macOS, Windows
+    else:
+        monkeypatch.setenv("FACECLS_DIRECT_IO", "0")
     state = _state()
     atomic_torch_save(state, tmp_path / "last.pt", direct=True)
     assert small_direct == ["refused"]

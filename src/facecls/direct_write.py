@@ -10,7 +10,8 @@ buffer address, the file offset and each length aligned to the device's block si
 last chunk is zero-padded and the file truncated to its true length.
 
 Where the platform or the file system has no O_DIRECT, :func:`open_direct` says so
-(:class:`NoDirectIO`) and the caller writes through the page cache as before.
+(:class:`NoDirectIO`) and the caller writes through the page cache as before; so does
+``FACECLS_DIRECT_IO=0`` (a network file system where direct writes are slower, say).
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def open_direct(fd: int) -> "DirectFile":
     :class:`NoDirectIO` where that is not possible (tmpfs before Linux 6.6, macOS, Windows)."""
     if O_DIRECT is None or fcntl is None:
         raise NoDirectIO("no O_DIRECT on this platform")
+    if os.environ.get("FACECLS_DIRECT_IO", "1").strip() == "0":
+        raise NoDirectIO("FACECLS_DIRECT_IO=0")
     device = os.fstat(fd).st_dev
     if device in _unsupported_devices:
         raise NoDirectIO("this file system refused O_DIRECT before")
