@@ -23,7 +23,7 @@ from facecls.data.faces import FaceCrop
 from facecls.data.preprocess import Preprocess
 from facecls.errors import UserError
 from facecls.inference.checkpoint import Checkpoint, load_checkpoint
-from facecls.inference.device import amp_flag, select_device
+from facecls.inference.device import select_device
 from facecls.inference.embeddings import embed_images, runner_embeddings
 from facecls.inference.evaluate import EvalSettings
 from facecls.inference.loading import rebuild_model, run_dir_of
@@ -122,8 +122,11 @@ def load_embedder(ckpt_path: str | Path, device: str = "auto", batch_size: int |
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     prepare = BatchPreparer(prep, torch_device, None, channels_last)
+    # float32 whatever precision the run trained in: a gallery, verify.json's thresholds, `facecls
+    # serve` and an exported file must compare like with like, and bf16 moves a cosine by ~1e-3 —
+    # enough to flip a decision at the threshold (tests/test_serve_gallery.py on an AMX CPU)
     settings = EvalSettings(torch_device, int(batch_size or config.trainer.get("eval_batch_size") or 256),
-                            amp=amp_flag(config.trainer.get("amp", False), torch_device), progress=False)
+                            amp=False, progress=False)
     probe = torch.zeros((1, 3, prep.size, prep.size), dtype=torch.uint8)
     try:
         dim = int(embed_images(model, probe, prepare, settings).shape[1])
