@@ -18,7 +18,7 @@ from helpers import read_history, read_json, run_cli
 RESUMABLE = ["model.input_size=16", "trainer.batch_size=4", "trainer.max_epochs=12", "trainer.progress=false",
              "trainer.deterministic=true", "reg=[dropout,early_stopping]", "reg.early_stopping.patience=30",
              "sched=step", "sched.step_size=3", "seed=5"]
-TIMING = ("seconds", "wall_seconds", "train_seconds", "train_images_per_second")
+TIMING = ("seconds", "wall_seconds", "train_seconds", "train_images_per_second", "timing")  # timing: the phases
 
 
 def history_without_time(run_dir):
