@@ -80,3 +80,24 @@ def test_small_objects_and_caches_are_written_as_before(tmp_path, monkeypatch):
     assert calls == []
     assert torch.load(tmp_path / "small.pt")["w"].shape == (10,)
     assert torch.load(tmp_path / "cache.pt")["w"].shape == big["w"].shape
+
+
+def test_checkpoints_leave_out_the_crc_that_torch_load_never_checks(tmp_path, small_direct):
+    """save_checkpoint writes no CRC-32 (CPU the writer thread would take from training); the file
+    loads as the same checkpoint, and the caller's thread keeps torch's setting."""
+    import zipfile
+
+    from facecls.inference.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+
+    weights = {"w": torch.randn(300_001, generator=torch.Generator().manual_seed(1))}
+    checkpoint = Checkpoint(model=weights, config={}, classes=["a", "b"], preprocess={}, epoch=3)
+    assert torch.serialization.get_crc32_options() is True
+    save_checkpoint(tmp_path / "last.pt", checkpoint)
+    assert torch.serialization.get_crc32_options() is True and small_direct
+    with zipfile.ZipFile(tmp_path / "last.pt") as archive:
+        assert {info.CRC for info in archive.infolist()} == {0}
+    back = load_checkpoint(tmp_path / "last.pt")
+    assert back.epoch == 3 and back.classes == ["a", "b"] and torch.equal(back.model["w"], weights["w"])
+    atomic_torch_save(weights, tmp_path / "cache.pt")  # everything else keeps its checksums
+    with zipfile.ZipFile(tmp_path / "cache.pt") as archive:
+        assert archive.testzip() is None

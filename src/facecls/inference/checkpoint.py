@@ -61,8 +61,9 @@ class Checkpoint:
 
 def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
     """Write a checkpoint atomically (a crash leaves the previous file intact), past the page
-    cache: a run rewrites it every epoch and rarely reads it back (facecls.direct_write)."""
-    return atomic_torch_save(checkpoint.to_dict(), path, direct=True)
+    cache: a run rewrites it every epoch and rarely reads it back (facecls.direct_write); without
+    the zip's CRC-32, which torch.load never checks (facecls.io.atomic_torch_save)."""
+    return atomic_torch_save(checkpoint.to_dict(), path, direct=True, crc32=False)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
