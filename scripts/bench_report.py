@@ -39,8 +39,11 @@ def targets(report: dict) -> list[dict]:
         check("start-up: facecls train − import torch (s)", report["startup"]["extra_seconds"], "<=", 2.0, " s")
     if "e2e" in report:
         e = report["e2e"]
+        # issue 22: >= 2.2x where facecls trains in bf16/fp16 (the default where the hardware has it), 1.6x in fp32
+        precision, goal = ("amp", 2.2) if e.get("facecls_amp") else ("fp32", 1.6)
         for aug, entry in e["by_aug"].items():
-            check(f"end to end, aug={aug}: naive loop ÷ facecls train wall time", entry["speedup"], ">=", 1.5, "×")
+            check(f"end to end, aug={aug}, facecls {precision}: naive loop ÷ facecls train wall time",
+                  entry["speedup"], ">=", goal, "×")
         for name, ratio in e.get("aug_epoch", {}).items():
             check(f"facecls epoch aug=basic ÷ aug=none, {'quiet' if name == 'quiet' else 'with a busy process'}",
                   ratio["ratio"], "<=", 1.1, "×")

@@ -63,6 +63,7 @@ def render_one(path: Path, printer) -> list[str]:
     date = result_date(path, report)
     cpu = (report["machine"].get("cpu") or {}).get("model_name", "?")
     flags = "".join(f" --{k.replace('_', '-')}" for k in ("quick", "e2e", "e2e_only") if report["settings"].get(k))
+    flags += "".join(f" --e2e-override {o}" for o in report["settings"].get("e2e_override") or [])
     out = [f"## {date[:10]} — {cpu}, torch {report['machine']['torch']}", "",
            f"Measured {date.replace('T', ' ')} with `python scripts/bench.py{flags}`; the JSON: "
            f"[{path.name}](performance/{path.name}).", ""]
