@@ -220,11 +220,13 @@ def facecls_stall(s: Settings, aug: str) -> dict:
     """One in-process run (build_run + fit, as `facecls train`, checkpoints on) with the
     engine's batch iterator wrapped by a BatchClock: shuffled passes are training epochs,
     unshuffled ones the val pass."""
+    import facecls.inference.evaluate as evaluate  # the val pass iterates its batches there
     import facecls.training.engine as engine
     from facecls.training.run import build_run
 
-    if not hasattr(engine, "iterate_batches"):
-        return {"error": "facecls.training.engine.iterate_batches is gone: the stall needs a new hook"}
+    hooks = (engine, evaluate)
+    if not all(hasattr(module, "iterate_batches") for module in hooks):
+        return {"error": "facecls's engine or evaluate no longer imports iterate_batches: the stall needs a new hook"}
     clock, original = BatchClock(), engine.iterate_batches
 
     def timed_batches(split, batch_size, shuffle=False, *rest, **kw):
@@ -232,7 +234,8 @@ def facecls_stall(s: Settings, aug: str) -> dict:
 
     run_dir = s.next_dir(f"stall-{aug}")
     cfg = m.compose_config(s.facecls_overrides(aug))
-    engine.iterate_batches = timed_batches
+    for module in hooks:
+        module.iterate_batches = timed_batches
     try:
         run = build_run(cfg, run_dir)
         try:
@@ -240,13 +243,17 @@ def facecls_stall(s: Settings, aug: str) -> dict:
         finally:
             run.checkpoints.close()
     finally:
-        engine.iterate_batches = original
+        for module in hooks:
+            module.iterate_batches = original
     stats = boundary_stats(clock.passes)
     seconds = [row["seconds"] for row in result.history]
     n_train = sum(p["kind"] == "train" for p in clock.passes)
-    if n_train != len(seconds):
-        stats["warning"] = (f"{n_train} timed training passes for {len(seconds)} epochs: the engine no longer "
-                            "iterates one iterate_batches pass per epoch; the stall figures are suspect")
+    n_val = sum(p["kind"] == "val" for p in clock.passes)
+    if n_train != len(seconds) or n_val < len(seconds):
+        # an untimed val pass would be counted as stall (it was, from the move of evaluate to inference/)
+        stats["warning"] = (f"{n_train} timed training passes and {n_val} val passes for {len(seconds)} epochs: "
+                            "the loop no longer iterates its batches where this hooks in; the stall figures are "
+                            "suspect")
     return {**stats, "epoch_seconds": seconds}
 
 
